@@ -1,0 +1,34 @@
+"""Plain data passed between the ingress and the ASR deployment (picklable, no torch)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Word:
+    text: str  # as decoded, usually with a leading space
+    start: float  # seconds from the start of the stream
+    end: float
+    probability: float = 1.0
+
+
+@dataclass(frozen=True)
+class DecodeRequest:
+    audio: np.ndarray  # float32 mono 16 kHz, at most 30 s
+    offset: float = 0.0  # stream time of audio[0], added to word times
+    prompt: str = ""  # previously committed text, conditions the decoder
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    words: list[Word] = field(default_factory=list)
+    no_speech_prob: float = 0.0
+    avg_logprob: float = 0.0
+    looped: bool = False  # a repetition loop was detected and cut
+
+    @property
+    def text(self) -> str:
+        return "".join(w.text for w in self.words).strip()

