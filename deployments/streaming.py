@@ -1,0 +1,141 @@
+"""LocalAgreement-2 streaming policy: pure logic, no I/O.
+
+The session keeps an audio buffer that starts where the committed transcript stops being
+certain.  Each step re-decodes the whole buffer; the words on which the last two
+hypotheses agree are committed (never revised); the rest is the partial.  Once the buffer
+passes ``max_buffer_s`` it is cut at a committed boundary, so decode cost stays bounded.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from deployments.transcript import DecodeRequest, Hypothesis, Word
+
+SAMPLE_RATE = 16000
+_NORM = re.compile(r"[^\w']+")
+
+
+class PolicyConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    step_s: float = Field(1.0, gt=0.05, le=10.0)  # decode cadence (partials every step)
+    max_buffer_s: float = Field(15.0, ge=2.0, le=25.0)  # cut the buffer past this
+    hard_buffer_s: float = Field(27.0, ge=5.0, le=30.0)  # force-commit past this (model max 30)
+    prompt_chars: int = Field(200, ge=0, le=800)  # committed text fed back as the prompt
+    overlap_tolerance_s: float = Field(0.25, ge=0.0)  # word-start slack around the commit point
+
+
+def norm(word: str) -> str:
+    return _NORM.sub("", word.lower())
+
+
+@dataclass
+class Update:
+    committed: list[Word] = field(default_factory=list)
+    partial: list[Word] = field(default_factory=list)
+
+
+class LocalAgreement:
+    def __init__(self, config: PolicyConfig | None = None) -> None:
+        self.config = config or PolicyConfig()
+        self.buffer = np.zeros(0, dtype=np.float32)
+        self.buffer_offset = 0.0  # stream seconds of buffer[0]
+        self.committed: list[Word] = []
+        self.pending: list[Word] = []  # the previous hypothesis beyond the committed words
+        self.undecoded_s = 0.0  # audio added since the last decode request
+
+    # --- audio ------------------------------------------------------------------------
+
+    @property
+    def audio_end(self) -> float:
+        return self.buffer_offset + len(self.buffer) / SAMPLE_RATE
+
+    @property
+    def committed_end(self) -> float:
+        return self.committed[-1].end if self.committed else 0.0
+
+    def add_audio(self, samples: np.ndarray) -> None:
+        self.buffer = np.concatenate([self.buffer, samples.astype(np.float32, copy=False)])
+        self.undecoded_s += len(samples) / SAMPLE_RATE
+
+    def ready(self) -> bool:
+        """A step's worth of new audio is waiting to be decoded."""
+        return self.undecoded_s >= self.config.step_s
+
+    def request(self) -> DecodeRequest:
+        """What to decode now: the whole buffer, prompted with earlier committed text."""
+        self.undecoded_s = 0.0
+        inside = sum(1 for w in self.committed if w.start >= self.buffer_offset)
+        outside = self.committed[: len(self.committed) - inside] if inside else self.committed
+        prompt = "".join(w.text for w in outside)[-self.config.prompt_chars :]
+        return DecodeRequest(self.buffer.copy(), self.buffer_offset, prompt)
+
+    # --- hypotheses ---------------------------------------------------------------------
+
+    def _fresh(self, hyp: Hypothesis) -> list[Word]:
+        """Hypothesis words past the committed point, minus a repeat of the committed tail."""
+        limit = self.committed_end - self.config.overlap_tolerance_s
+        words = [w for w in hyp.words if w.start >= limit]
+        tail = [norm(w.text) for w in self.committed[-5:]]
+        for n in range(min(5, len(tail), len(words)), 0, -1):
+            if tail[-n:] == [norm(w.text) for w in words[:n]]:
+                return words[n:]
+        return words
+
+    def apply(self, hyp: Hypothesis) -> Update:
+        """Commit the agreed prefix of the previous and this hypothesis."""
+        words = self._fresh(hyp)
+        agreed = 0
+        for old, new in zip(self.pending, words, strict=False):
+            if norm(old.text) != norm(new.text):
+                break
+            agreed += 1
+        commit = words[:agreed]
+        if not commit and words and self._buffer_s() > self.config.hard_buffer_s:
+            cutoff = self.audio_end - 5.0  # no agreement for too long: commit all but the tail
+            commit = [w for w in words if w.end <= cutoff]
+        self.committed.extend(commit)
+        self.pending = words[len(commit) :]
+        self._trim(hyp)
+        return Update(commit, list(self.pending))
+
+    def flush(self, hyp: Hypothesis) -> Update:
+        """End of utterance/stream: commit every remaining word, empty the buffer."""
+        commit = self._fresh(hyp)
+        self.committed.extend(commit)
+        self.pending = []
+        self.buffer_offset = self.audio_end
+        self.buffer = np.zeros(0, dtype=np.float32)
+        self.undecoded_s = 0.0
+        return Update(commit, [])
+
+    def _buffer_s(self) -> float:
+        return len(self.buffer) / SAMPLE_RATE
+
+    def _trim(self, hyp: Hypothesis) -> None:
+        if self._buffer_s() <= self.config.max_buffer_s:
+            return
+        inside = [w for w in self.committed if w.end > self.buffer_offset]
+        if inside:
+            sentence_ends = [w.end for w in inside if w.text.rstrip().endswith((".", "?", "!"))]
+            cut = sentence_ends[-1] if sentence_ends else inside[-1].end
+        elif not hyp.words:
+            cut = self.audio_end - self.config.step_s * 5  # silence: keep only the recent past
+        else:
+            return
+        self._cut_at(cut)
+
+    def overflowing(self) -> bool:
+        """The buffer is past what the model can see at once (the stream fell behind)."""
+        return self._buffer_s() > 30.0
+
+    def _cut_at(self, t: float) -> None:
+        drop = int(round((t - self.buffer_offset) * SAMPLE_RATE))
+        drop = max(0, min(drop, len(self.buffer)))
+        self.buffer = self.buffer[drop:]
+        self.buffer_offset += drop / SAMPLE_RATE

@@ -1,0 +1,64 @@
+"""``rayscribe``: stream a WAV file to a rayscribe server and print the transcript live."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from importlib.resources import files
+from pathlib import Path
+
+from ingest import messages as m
+from ingest.client import DEFAULT_URL, StreamOptions, StreamResult, stream_file
+from ingest.errors import RayscribeError
+
+SAMPLE_WAV = Path(str(files("ingest") / "samples" / "jfk.wav"))
+
+
+def printer(out: object = None) -> object:
+    stream = out or sys.stdout
+
+    def on_message(message: m.Ready | m.Partial | m.Final | m.Flushed | m.Error | m.Closed) -> None:
+        if isinstance(message, m.Ready):
+            line = f"[ready] session {message.session_id}"
+        elif isinstance(message, m.Partial):
+            line = f"  partial  ~{message.audio_end:6.2f}s  {message.text}"
+        elif isinstance(message, m.Final):
+            line = f"FINAL  {message.start:6.2f}-{message.end:6.2f}s  {message.text}"
+        elif isinstance(message, m.Error):
+            line = f"[error] {message.code}: {message.message}"
+        elif isinstance(message, m.Closed):
+            s = message.summary
+            line = (f"[closed] {s.audio_seconds:.1f}s audio, {s.finals} finals, {s.words} words, "
+                    f"{s.decodes} decodes")
+        else:
+            return
+        print(line, file=stream, flush=True)  # type: ignore[call-overload]
+
+    return on_message
+
+
+def stream_main(url: str, path: Path, fast: bool, interim: bool) -> StreamResult:
+    options = StreamOptions(realtime=not fast, interim_results=interim)
+    return asyncio.run(stream_file(url, path, options, printer()))  # type: ignore[arg-type]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="rayscribe", description=__doc__)
+    parser.add_argument("wav", nargs="?", type=Path, default=SAMPLE_WAV,
+                        help="16-bit PCM WAV to stream (default: bundled sample)")
+    parser.add_argument("--url", default=DEFAULT_URL)
+    parser.add_argument("--fast", action="store_true", help="send as fast as possible")
+    parser.add_argument("--no-interim", action="store_true", help="finals only")
+    args = parser.parse_args(argv)
+    try:
+        result = stream_main(args.url, args.wav, args.fast, not args.no_interim)
+    except (OSError, RayscribeError) as e:
+        print(f"rayscribe: {e}", file=sys.stderr)
+        return 2
+    print(f"\nTranscript: {result.text}")
+    return 0 if result.error is None else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

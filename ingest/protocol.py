@@ -1,0 +1,205 @@
+"""Protocol v1 as sans-I/O state machines: no sockets, no asyncio, no Ray.
+
+Server side: feed what the socket received to :meth:`ServerProtocol.receive_text` /
+:meth:`ServerProtocol.receive_bytes`, then
+
+- call :meth:`ServerProtocol.events_received` and act on the events;
+- call :meth:`ServerProtocol.data_to_send` and send each text frame;
+- when :attr:`ServerProtocol.close_code` is set, close the socket with it.
+
+Bad input never raises out of ``receive_*``: it queues a typed ``error`` message and sets
+the close code of the error's class (see :mod:`ingest.errors`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from enum import IntEnum
+
+import numpy as np
+from pydantic import ValidationError
+
+from ingest import messages as m
+from ingest.audio import StreamResampler, decode_pcm
+from ingest.errors import CLOSE_NORMAL, MessageTooBig, ProtocolError, RayscribeError
+
+
+class State(IntEnum):
+    AWAITING_START = 0
+    STREAMING = 1
+    CLOSING = 2  # client sent close; server is flushing
+    CLOSED = 3
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_frame_bytes: int = 512 * 1024  # one binary audio frame
+    max_text_bytes: int = 16 * 1024  # one JSON control message
+
+
+@dataclass(frozen=True)
+class StartEvent:
+    config: m.Start
+
+
+@dataclass(frozen=True)
+class AudioEvent:
+    samples: np.ndarray  # float32, 16 kHz mono
+
+
+@dataclass(frozen=True)
+class FinalizeEvent:
+    pass
+
+
+@dataclass(frozen=True)
+class CloseEvent:
+    pass
+
+
+Event = StartEvent | AudioEvent | FinalizeEvent | CloseEvent
+
+
+class ServerProtocol:
+    def __init__(self, limits: Limits | None = None) -> None:
+        self.limits = limits or Limits()
+        self.state = State.AWAITING_START
+        self.config: m.Start | None = None
+        self.close_code: int | None = None
+        self._events: list[Event] = []
+        self._out: list[str] = []
+        self._resampler: StreamResampler | None = None
+
+    # --- input ------------------------------------------------------------------------
+
+    def receive_text(self, text: str) -> None:
+        self._guard(self._receive_text, text)
+
+    def receive_bytes(self, data: bytes) -> None:
+        self._guard(self._receive_bytes, data)
+
+    def events_received(self) -> list[Event]:
+        events, self._events = self._events, []
+        return events
+
+    def _guard(self, handler: object, payload: str | bytes) -> None:
+        if self.state in (State.CLOSING, State.CLOSED):
+            return  # nothing the client says after close can change the outcome
+        try:
+            handler(payload)  # type: ignore[operator]
+        except RayscribeError as e:
+            self.fail(e)
+
+    def _receive_text(self, text: str) -> None:
+        if len(text.encode("utf-8")) > self.limits.max_text_bytes:
+            raise MessageTooBig(f"control message over {self.limits.max_text_bytes} bytes")
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ProtocolError(f"control message is not JSON: {e.msg}") from e
+        if not isinstance(raw, dict) or not isinstance(raw.get("type"), str):
+            raise ProtocolError('control message must be a JSON object with a string "type"')
+        if raw["type"] not in ("start", "finalize", "close", "keepalive"):
+            raise ProtocolError(f"unknown message type {raw['type']!r}")
+        try:
+            message = m.CLIENT_MESSAGE.validate_python(raw)
+        except ValidationError as e:
+            raise ProtocolError(f"invalid {raw['type']} message: {_first_error(e)}") from e
+        self._dispatch(message)
+
+    def _dispatch(self, message: m.Start | m.Finalize | m.Close | m.KeepAlive) -> None:
+        if isinstance(message, m.KeepAlive):
+            return
+        if isinstance(message, m.Start):
+            if self.state != State.AWAITING_START:
+                raise ProtocolError("start sent twice")
+            self.config = message
+            self._resampler = StreamResampler(message.sample_rate)
+            self.state = State.STREAMING
+            self._events.append(StartEvent(message))
+            return
+        if self.state != State.STREAMING:
+            raise ProtocolError(f"{message.type} before start")
+        if isinstance(message, m.Finalize):
+            self._flush_resampler()
+            self._events.append(FinalizeEvent())
+        else:
+            self._flush_resampler()
+            self.state = State.CLOSING
+            self._events.append(CloseEvent())
+
+    def _receive_bytes(self, data: bytes) -> None:
+        if len(data) > self.limits.max_frame_bytes:
+            raise MessageTooBig(f"audio frame of {len(data)} bytes is over {self.limits.max_frame_bytes}")
+        if self.state != State.STREAMING or self.config is None or self._resampler is None:
+            raise ProtocolError("audio before start")
+        samples = self._resampler.push(decode_pcm(data, self.config.encoding))
+        if samples.size:
+            self._events.append(AudioEvent(samples))
+
+    def _flush_resampler(self) -> None:
+        if self._resampler is not None:
+            tail = self._resampler.flush()
+            self._resampler = StreamResampler(self._resampler.rate_in)
+            if tail.size:
+                self._events.append(AudioEvent(tail))
+
+    # --- output -----------------------------------------------------------------------
+
+    def data_to_send(self) -> list[str]:
+        out, self._out = self._out, []
+        return out
+
+    def send(self, message: m.Ready | m.Partial | m.Final | m.Flushed | m.Error | m.Closed) -> None:
+        if self.state == State.CLOSED:
+            raise ProtocolError(f"cannot send {message.type}: the stream is closed")
+        self._out.append(message.model_dump_json())
+
+    def send_closed(self, summary: m.Summary) -> None:
+        self.send(m.Closed(summary=summary))
+        self.state = State.CLOSED
+        self.close_code = CLOSE_NORMAL
+
+    def fail(self, error: RayscribeError) -> None:
+        """Queue a typed ``error`` message and close with the error's code."""
+        if self.state == State.CLOSED:
+            return
+        self._out.append(m.Error(code=error.code, message=error.message).model_dump_json())
+        self.state = State.CLOSED
+        self.close_code = error.close_code
+
+
+def _first_error(e: ValidationError) -> str:
+    err = e.errors()[0]
+    where = ".".join(str(p) for p in err["loc"])
+    return f"{where}: {err['msg']}" if where else str(err["msg"])
+
+
+class ClientProtocol:
+    """Client side: builds frames to send and parses what the server sends back."""
+
+    def __init__(self, start: m.Start) -> None:
+        self.start = start
+        self.session_id: str | None = None
+        self.closed = False
+
+    def start_message(self) -> str:
+        return self.start.model_dump_json()
+
+    @staticmethod
+    def control(message: m.Finalize | m.Close | m.KeepAlive) -> str:
+        return message.model_dump_json()
+
+    def receive_text(
+        self, text: str
+    ) -> m.Ready | m.Partial | m.Final | m.Flushed | m.Error | m.Closed:
+        try:
+            message = m.SERVER_MESSAGE.validate_json(text)
+        except ValidationError as e:
+            raise ProtocolError(f"server sent an invalid message: {_first_error(e)}") from e
+        if isinstance(message, m.Ready):
+            self.session_id = message.session_id
+        elif isinstance(message, m.Closed | m.Error):
+            self.closed = True
+        return message
