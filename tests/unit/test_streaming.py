@@ -1,0 +1,97 @@
+"""LocalAgreement-2 policy on scripted hypotheses."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from deployments.streaming import LocalAgreement, PolicyConfig
+from deployments.transcript import Hypothesis, Word
+
+SR = 16000
+
+
+def words(spec: str, start: float = 0.0, dur: float = 0.5) -> list[Word]:
+    return [Word(" " + w, start + i * dur, start + (i + 1) * dur) for i, w in enumerate(spec.split())]
+
+
+def hyp(spec: str, start: float = 0.0) -> Hypothesis:
+    return Hypothesis(words(spec, start))
+
+
+def test_commits_only_what_two_hypotheses_agree_on() -> None:
+    la = LocalAgreement()
+    la.add_audio(np.zeros(SR, dtype=np.float32))
+    first = la.apply(hyp("the cat"))
+    assert first.committed == [] and [w.text for w in first.partial] == [" the", " cat"]
+    second = la.apply(hyp("the cat sat on"))
+    assert [w.text for w in second.committed] == [" the", " cat"]
+    assert [w.text for w in second.partial] == [" sat", " on"]
+    third = la.apply(hyp("the cat sat in the"))
+    assert [w.text for w in third.committed] == [" sat"]
+
+
+def test_agreement_ignores_case_and_punctuation() -> None:
+    la = LocalAgreement()
+    la.apply(hyp("Hello world"))
+    upd = la.apply(hyp("hello, world. again"))
+    assert [w.text for w in upd.committed] == [" hello,", " world."]
+
+
+def test_committed_words_are_never_repeated() -> None:
+    la = LocalAgreement()
+    la.apply(hyp("one two three"))
+    la.apply(hyp("one two three four"))
+    # the next hypothesis re-reads the committed words (the buffer still holds them)
+    upd = la.apply(hyp("one two three four five"))
+    assert [w.text for w in upd.committed] == [" four"]
+    flush = la.flush(hyp("one two three four five six"))
+    assert [w.text for w in flush.committed] == [" five", " six"]
+    assert [w.text.strip() for w in la.committed] == ["one", "two", "three", "four", "five", "six"]
+
+
+def test_flush_commits_the_tail_and_empties_the_buffer() -> None:
+    la = LocalAgreement()
+    la.add_audio(np.zeros(2 * SR, dtype=np.float32))
+    la.apply(hyp("a b c"))
+    upd = la.flush(hyp("a b c d"))
+    assert [w.text for w in upd.committed] == [" a", " b", " c", " d"]
+    assert len(la.buffer) == 0 and la.buffer_offset == 2.0
+
+
+def test_buffer_is_cut_at_a_committed_sentence_end() -> None:
+    la = LocalAgreement(PolicyConfig(max_buffer_s=4.0))
+    la.add_audio(np.zeros(5 * SR, dtype=np.float32))
+    spec = "one two. three four five six"
+    la.apply(hyp(spec))
+    la.apply(hyp(spec + " seven"))  # commits all six; sentence end after "two." at 1.0 s
+    assert la.buffer_offset == 1.0
+    assert len(la.buffer) == 4 * SR
+    req = la.request()
+    assert req.offset == 1.0 and req.prompt == " one two."
+
+
+def test_request_prompt_excludes_words_inside_the_buffer() -> None:
+    la = LocalAgreement()
+    la.add_audio(np.zeros(3 * SR, dtype=np.float32))
+    la.apply(hyp("alpha beta"))
+    la.apply(hyp("alpha beta gamma"))
+    assert la.request().prompt == ""  # committed words are still inside the buffer
+
+
+def test_silence_buffer_is_bounded() -> None:
+    la = LocalAgreement(PolicyConfig(max_buffer_s=5.0, step_s=0.5))
+    for _ in range(20):
+        la.add_audio(np.zeros(SR, dtype=np.float32))
+        la.apply(Hypothesis([]))
+    assert len(la.buffer) / SR <= 5.0
+    assert la.audio_end == 20.0
+
+
+def test_ready_after_a_step_of_audio() -> None:
+    la = LocalAgreement(PolicyConfig(step_s=1.0))
+    la.add_audio(np.zeros(SR // 2, dtype=np.float32))
+    assert not la.ready()
+    la.add_audio(np.zeros(SR // 2, dtype=np.float32))
+    assert la.ready()
+    la.request()
+    assert not la.ready()
