@@ -11,9 +11,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ingest.errors import ConfigError
 
 DEPLOYMENT_OPTION_KEYS = {
-    "num_replicas", "max_ongoing_requests", "max_queued_requests", "autoscaling_config",
-    "ray_actor_options", "user_config", "health_check_period_s", "health_check_timeout_s",
-    "graceful_shutdown_timeout_s", "graceful_shutdown_wait_loop_s",
+    "num_replicas",
+    "max_ongoing_requests",
+    "max_queued_requests",
+    "autoscaling_config",
+    "ray_actor_options",
+    "user_config",
+    "health_check_period_s",
+    "health_check_timeout_s",
+    "graceful_shutdown_timeout_s",
+    "graceful_shutdown_wait_loop_s",
 }
 
 

@@ -8,8 +8,8 @@ from pydantic import BaseModel, ConfigDict
 from ray.serve import Application
 
 from deployments.asr import ASRModel
-from deployments.ingress import Ingress, IngressConfig
 from deployments.config import EngineConfig
+from deployments.ingress import Ingress, IngressConfig
 
 
 class AppArgs(BaseModel):
@@ -19,11 +19,15 @@ class AppArgs(BaseModel):
     ingress: IngressConfig = IngressConfig()
 
 
-def build_app(args: dict[str, Any] | AppArgs | None = None,
-              options: dict[str, dict[str, Any]] | None = None) -> Application:
+def build_app(
+    args: dict[str, Any] | AppArgs | None = None, options: dict[str, dict[str, Any]] | None = None
+) -> Application:
     """``serve run``/``serve deploy`` entry point.  ``options`` maps a deployment name to
     ``.options(...)`` overrides, for callers that do not go through a Serve config file."""
     a = args if isinstance(args, AppArgs) else AppArgs.model_validate(args or {})
     opts = options or {}
-    asr = ASRModel.options(**opts.get("ASRModel", {})).bind(a.engine.model_dump())
-    return Ingress.options(**opts.get("Ingress", {})).bind(asr, a.ingress.model_dump())
+    asr = ASRModel.options(**opts.get("ASRModel", {})).bind(a.engine.model_dump())  # type: ignore[attr-defined]
+    app: Application = Ingress.options(**opts.get("Ingress", {})).bind(  # type: ignore[attr-defined]
+        asr, a.ingress.model_dump()
+    )
+    return app

@@ -4,7 +4,6 @@ No ``from __future__ import annotations`` here: FastAPI must see the real ``WebS
 class on the route methods that Serve rewrites.
 """
 
-
 import asyncio
 import logging
 import uuid
@@ -68,7 +67,7 @@ app = FastAPI(title="rayscribe")
 @serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=128)
 @serve.ingress(app)
 class Ingress:
-    def __init__(self, asr: DeploymentHandle, config: dict[str, Any] | None = None) -> None:
+    def __init__(self, asr: DeploymentHandle[Any], config: dict[str, Any] | None = None) -> None:
         self.asr = asr
         self.config = IngressConfig.model_validate(config or {})
         self.limits = Limits(max_frame_bytes=self.config.max_frame_bytes)
@@ -89,8 +88,9 @@ class Ingress:
             return
         self.active += 1
         try:
-            session = StreamSession(uuid.uuid4().hex, transport, self._decode,
-                                    self.config.policy, self.limits)
+            session = StreamSession(
+                uuid.uuid4().hex, transport, self._decode, self.config.policy, self.limits
+            )
             await session.run()
         finally:
             self.active -= 1

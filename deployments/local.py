@@ -1,7 +1,7 @@
 """Embedded local default: start Ray, run the app from ``ray_config.yaml``, optionally stream.
 
-    python -m deployments.local serve            # serve until Ctrl-C
-    python -m deployments.local demo [WAV]       # serve, stream the sample live, stop
+python -m deployments.local serve            # serve until Ctrl-C
+python -m deployments.local demo [WAV]       # serve, stream the sample live, stop
 """
 
 from __future__ import annotations
@@ -25,9 +25,13 @@ from ingest.cli import SAMPLE_WAV, stream_main
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "ray_config.yaml"
 
 
-def start_local(config_path: Path = DEFAULT_CONFIG, port: int | None = None,
-                overrides: dict[str, dict[str, Any]] | None = None,
-                args_override: dict[str, Any] | None = None, num_cpus: int | None = None) -> str:
+def start_local(
+    config_path: Path = DEFAULT_CONFIG,
+    port: int | None = None,
+    overrides: dict[str, dict[str, Any]] | None = None,
+    args_override: dict[str, Any] | None = None,
+    num_cpus: int | None = None,
+) -> str:
     """Start local Ray + Serve with the app of ``config_path``; return the stream URL."""
     cfg = load_serve_config(config_path)
     app_cfg = cfg.applications[0]
@@ -57,13 +61,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         result = stream_main(url, args.wav, args.fast, interim=True)
         print(f"\nTranscript: {result.text}")
-        serve.shutdown()
+        serve.shutdown()  # type: ignore[no-untyped-call]
         return 0 if result.error is None else 1
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     stop.wait()
-    serve.shutdown()
+    serve.shutdown()  # type: ignore[no-untyped-call]
     return 0
 
 

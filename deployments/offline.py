@@ -16,8 +16,9 @@ SAMPLE_RATE = 16000
 WINDOW_S = 30.0
 
 
-def transcribe_long(decode: Callable[[list[DecodeRequest]], list[Hypothesis]],
-                    audio: np.ndarray, prompt_chars: int = 200) -> list[Word]:
+def transcribe_long(
+    decode: Callable[[list[DecodeRequest]], list[Hypothesis]], audio: np.ndarray, prompt_chars: int = 200
+) -> list[Word]:
     words: list[Word] = []
     pos = 0
     window = int(WINDOW_S * SAMPLE_RATE)

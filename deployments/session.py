@@ -49,8 +49,9 @@ class _Stats:
 
 
 class StreamSession:
-    def __init__(self, session_id: str, transport: Transport, decode: Decode,
-                 policy: PolicyConfig, limits: Limits) -> None:
+    def __init__(
+        self, session_id: str, transport: Transport, decode: Decode, policy: PolicyConfig, limits: Limits
+    ) -> None:
         self.session_id = session_id
         self.transport = transport
         self.decode = decode
@@ -151,18 +152,24 @@ class StreamSession:
         config = self.protocol.config
         if config is not None and config.interim_results and self.protocol.state == State.STREAMING:
             words = update.partial
-            self.protocol.send(m.Partial(
-                text="".join(w.text for w in words).strip(),
-                start=round(words[0].start, 3) if words else round(audio_end, 3),
-                end=round(words[-1].end, 3) if words else round(audio_end, 3),
-                audio_end=round(audio_end, 3),
-            ))
+            self.protocol.send(
+                m.Partial(
+                    text="".join(w.text for w in words).strip(),
+                    start=round(words[0].start, 3) if words else round(audio_end, 3),
+                    end=round(words[-1].end, 3) if words else round(audio_end, 3),
+                    audio_end=round(audio_end, 3),
+                )
+            )
 
     def _summary(self) -> m.Summary:
-        return m.Summary(session_id=self.session_id, audio_seconds=round(self.policy.audio_end, 3),
-                         finals=self.stats.finals, words=self.stats.words,
-                         decodes=self.stats.decodes,
-                         decode_seconds=round(self.stats.decode_seconds, 3))
+        return m.Summary(
+            session_id=self.session_id,
+            audio_seconds=round(self.policy.audio_end, 3),
+            finals=self.stats.finals,
+            words=self.stats.words,
+            decodes=self.stats.decodes,
+            decode_seconds=round(self.stats.decode_seconds, 3),
+        )
 
     async def _fail(self, error: RayscribeError) -> None:
         self.protocol.fail(error)
@@ -185,6 +192,13 @@ def _final(seq: int, words: list[Word]) -> m.Final:
         text="".join(w.text for w in words).strip(),
         start=round(words[0].start, 3),
         end=round(words[-1].end, 3),
-        words=[m.WordTiming(word=w.text.strip(), start=round(w.start, 3), end=round(w.end, 3),
-                            probability=round(w.probability, 4)) for w in words],
+        words=[
+            m.WordTiming(
+                word=w.text.strip(),
+                start=round(w.start, 3),
+                end=round(w.end, 3),
+                probability=round(w.probability, 4),
+            )
+            for w in words
+        ],
     )

@@ -39,9 +39,9 @@ def decode_pcm(data: bytes, encoding: str) -> np.ndarray:
 def encode_pcm(samples: np.ndarray, encoding: str) -> bytes:
     """float32 samples in [-1, 1] -> little-endian PCM bytes (the client side)."""
     if encoding == "pcm_s16le":
-        return (np.clip(samples, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
+        return bytes((np.clip(samples, -1.0, 1.0) * 32767.0).astype("<i2").tobytes())
     if encoding == "f32le":
-        return samples.astype("<f4").tobytes()
+        return bytes(samples.astype("<f4").tobytes())
     raise UnsupportedAudio(f"unknown encoding {encoding!r}; use pcm_s16le or f32le")
 
 
@@ -64,7 +64,8 @@ class StreamResampler:
 
     def _kernel(self, x: np.ndarray) -> np.ndarray:
         window = np.i0(self.BETA * np.sqrt(np.clip(1.0 - (x / self.half) ** 2, 0.0, 1.0))) / np.i0(self.BETA)
-        return self.cutoff * np.sinc(self.cutoff * x) * window
+        kernel: np.ndarray = self.cutoff * np.sinc(self.cutoff * x) * window
+        return kernel
 
     def _emit(self, until: float) -> np.ndarray:
         """Outputs whose right-hand taps all lie before input index ``until``."""
@@ -82,7 +83,8 @@ class StreamResampler:
         keep_from = int(math.floor(self._emitted * self.step)) - self.half + 1 - self._base
         if keep_from > 0:
             self._buf, self._base = self._buf[keep_from:], self._base + keep_from
-        return out.astype(np.float32)
+        result: np.ndarray = out.astype(np.float32)
+        return result
 
     def push(self, samples: np.ndarray) -> np.ndarray:
         if self.rate_in == self.rate_out:

@@ -7,15 +7,16 @@ import asyncio
 import sys
 from importlib.resources import files
 from pathlib import Path
+from typing import TextIO
 
 from ingest import messages as m
-from ingest.client import DEFAULT_URL, StreamOptions, StreamResult, stream_file
+from ingest.client import DEFAULT_URL, OnMessage, StreamOptions, StreamResult, stream_file
 from ingest.errors import RayscribeError
 
 SAMPLE_WAV = Path(str(files("ingest") / "samples" / "jfk.wav"))
 
 
-def printer(out: object = None) -> object:
+def printer(out: TextIO | None = None) -> OnMessage:
     stream = out or sys.stdout
 
     def on_message(message: m.Ready | m.Partial | m.Final | m.Flushed | m.Error | m.Closed) -> None:
@@ -29,24 +30,31 @@ def printer(out: object = None) -> object:
             line = f"[error] {message.code}: {message.message}"
         elif isinstance(message, m.Closed):
             s = message.summary
-            line = (f"[closed] {s.audio_seconds:.1f}s audio, {s.finals} finals, {s.words} words, "
-                    f"{s.decodes} decodes")
+            line = (
+                f"[closed] {s.audio_seconds:.1f}s audio, {s.finals} finals, {s.words} words, "
+                f"{s.decodes} decodes"
+            )
         else:
             return
-        print(line, file=stream, flush=True)  # type: ignore[call-overload]
+        print(line, file=stream, flush=True)
 
     return on_message
 
 
 def stream_main(url: str, path: Path, fast: bool, interim: bool) -> StreamResult:
     options = StreamOptions(realtime=not fast, interim_results=interim)
-    return asyncio.run(stream_file(url, path, options, printer()))  # type: ignore[arg-type]
+    return asyncio.run(stream_file(url, path, options, printer()))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rayscribe", description=__doc__)
-    parser.add_argument("wav", nargs="?", type=Path, default=SAMPLE_WAV,
-                        help="16-bit PCM WAV to stream (default: bundled sample)")
+    parser.add_argument(
+        "wav",
+        nargs="?",
+        type=Path,
+        default=SAMPLE_WAV,
+        help="16-bit PCM WAV to stream (default: bundled sample)",
+    )
     parser.add_argument("--url", default=DEFAULT_URL)
     parser.add_argument("--fast", action="store_true", help="send as fast as possible")
     parser.add_argument("--no-interim", action="store_true", help="finals only")

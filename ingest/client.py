@@ -70,9 +70,12 @@ class StreamResult:
 
     def commit_lags(self) -> list[float]:
         """Arrival of each committed word minus the send time of the audio where it ends."""
-        return [at - self.sent_time(w.end)
-                for f, at in zip(self.finals, self.final_times, strict=True) for w in f.words
-                if self.sent]
+        return [
+            at - self.sent_time(w.end)
+            for f, at in zip(self.finals, self.final_times, strict=True)
+            for w in f.words
+            if self.sent
+        ]
 
 
 async def stream_audio(
@@ -84,8 +87,9 @@ async def stream_audio(
 ) -> StreamResult:
     """Stream float32 mono ``samples`` and return everything the server sent back."""
     opts = options or StreamOptions()
-    client = ClientProtocol(m.Start(sample_rate=sample_rate, encoding=opts.encoding,
-                                    interim_results=opts.interim_results))
+    client = ClientProtocol(
+        m.Start(sample_rate=sample_rate, encoding=opts.encoding, interim_results=opts.interim_results)
+    )
     result = StreamResult()
     async with connect(url, open_timeout=opts.open_timeout_s, max_size=2**24) as ws:
         await ws.send(client.start_message())
@@ -116,8 +120,9 @@ async def stream_audio(
     return result
 
 
-async def _send_audio(ws: object, samples: np.ndarray, rate: int, opts: StreamOptions,
-                      result: StreamResult) -> None:
+async def _send_audio(
+    ws: object, samples: np.ndarray, rate: int, opts: StreamOptions, result: StreamResult
+) -> None:
     send = ws.send  # type: ignore[attr-defined]
     step = max(1, int(opts.chunk_s * rate))
     for start in range(0, len(samples), step):
@@ -132,8 +137,7 @@ async def _send_audio(ws: object, samples: np.ndarray, rate: int, opts: StreamOp
     await send(ClientProtocol.control(m.Close()))
 
 
-def _record(result: StreamResult, message: ServerMessage, at: float,
-            on_message: OnMessage | None) -> None:
+def _record(result: StreamResult, message: ServerMessage, at: float, on_message: OnMessage | None) -> None:
     if isinstance(message, m.Partial):
         result.partials.append((at, message))
     elif isinstance(message, m.Final):
@@ -147,11 +151,19 @@ def _record(result: StreamResult, message: ServerMessage, at: float,
         on_message(message)
 
 
-async def stream_file(url: str, path: str | Path, options: StreamOptions | None = None,
-                      on_message: OnMessage | None = None) -> StreamResult:
+async def stream_file(
+    url: str, path: str | Path, options: StreamOptions | None = None, on_message: OnMessage | None = None
+) -> StreamResult:
     wav = read_wav(path)
     return await stream_audio(url, wav.samples, wav.sample_rate, options, on_message)
 
 
-__all__ = ["DEFAULT_URL", "ProtocolError", "RayscribeError", "StreamOptions", "StreamResult",
-           "stream_audio", "stream_file"]
+__all__ = [
+    "DEFAULT_URL",
+    "ProtocolError",
+    "RayscribeError",
+    "StreamOptions",
+    "StreamResult",
+    "stream_audio",
+    "stream_file",
+]

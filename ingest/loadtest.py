@@ -76,16 +76,20 @@ def summarize(results: list[StreamResult], clips: list[Clip], tail_budget_s: flo
     return LoadReport(
         streams=len(results),
         sustained=sum(1 for r in ok if tail_s(r) <= tail_budget_s),
-        partial_p50_s=percentile(partial, 50), partial_p95_s=percentile(partial, 95),
-        commit_p50_s=percentile(commit, 50), commit_p95_s=percentile(commit, 95),
+        partial_p50_s=percentile(partial, 50),
+        partial_p95_s=percentile(partial, 95),
+        commit_p50_s=percentile(commit, 50),
+        commit_p95_s=percentile(commit, 95),
         rtf=decode / audio if audio else float("nan"),
         wer=wer([c.reference for c in clips], [r.text for r in results]),
-        audio_s=audio, errors=len(results) - len(ok),
+        audio_s=audio,
+        errors=len(results) - len(ok),
     )
 
 
-async def run_load(url: str, clips: list[Clip], streams: int, speed: float = 1.0,
-                   tail_budget_s: float = 5.0) -> tuple[LoadReport, list[StreamResult]]:
+async def run_load(
+    url: str, clips: list[Clip], streams: int, speed: float = 1.0, tail_budget_s: float = 5.0
+) -> tuple[LoadReport, list[StreamResult]]:
     chosen = [clips[i % len(clips)] for i in range(streams)]
     options = StreamOptions(realtime=speed > 0, speed=speed if speed > 0 else 1.0)
     results = await asyncio.gather(*(stream_file(url, c.path, options) for c in chosen))
@@ -93,8 +97,9 @@ async def run_load(url: str, clips: list[Clip], streams: int, speed: float = 1.0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="rayscribe-loadtest", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="rayscribe-loadtest", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--url", default=DEFAULT_URL)
     parser.add_argument("--manifest", type=Path, required=True)
     parser.add_argument("--streams", type=int, nargs="+", default=[1, 2, 4, 8])

@@ -113,9 +113,5 @@ class Closed(_Message):
     summary: Summary
 
 
-ServerMessage = Annotated[
-    Ready | Partial | Final | Flushed | Error | Closed, Field(discriminator="type")
-]
-SERVER_MESSAGE: TypeAdapter[Ready | Partial | Final | Flushed | Error | Closed] = TypeAdapter(
-    ServerMessage
-)
+ServerMessage = Annotated[Ready | Partial | Final | Flushed | Error | Closed, Field(discriminator="type")]
+SERVER_MESSAGE: TypeAdapter[Ready | Partial | Final | Flushed | Error | Closed] = TypeAdapter(ServerMessage)

@@ -191,9 +191,7 @@ class ClientProtocol:
     def control(message: m.Finalize | m.Close | m.KeepAlive) -> str:
         return message.model_dump_json()
 
-    def receive_text(
-        self, text: str
-    ) -> m.Ready | m.Partial | m.Final | m.Flushed | m.Error | m.Closed:
+    def receive_text(self, text: str) -> m.Ready | m.Partial | m.Final | m.Flushed | m.Error | m.Closed:
         try:
             message = m.SERVER_MESSAGE.validate_json(text)
         except ValidationError as e:

@@ -60,17 +60,30 @@ def main() -> None:
         report, _ = asyncio.run(run_load(url, clips, n, args.speed))
         rows.append(asdict(report))
         print(json.dumps(rows[-1]), flush=True)
-    print("\n| streams | sustained | partial p50 / p95 (s) | commit lag p50 / p95 (s) | RTF | WER (offline) |")
+    print(
+        "\n| streams | sustained | partial p50 / p95 (s) | commit lag p50 / p95 (s) | RTF | WER (offline) |"
+    )
     print("|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['streams']} | {r['sustained']} | {r['partial_p50_s']:.2f} / {r['partial_p95_s']:.2f} "
-              f"| {r['commit_p50_s']:.2f} / {r['commit_p95_s']:.2f} | {r['rtf']:.2f} "
-              f"| {r['wer']:.3f} ({off_wer:.3f}) |")
+        print(
+            f"| {r['streams']} | {r['sustained']} | {r['partial_p50_s']:.2f} / {r['partial_p95_s']:.2f} "
+            f"| {r['commit_p50_s']:.2f} / {r['commit_p95_s']:.2f} | {r['rtf']:.2f} "
+            f"| {r['wer']:.3f} ({off_wer:.3f}) |"
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({
-        "machine": f"{platform.machine()} {os.cpu_count()} cpus", "speed": args.speed,
-        "clips": [str(c.path.name) for c in clips], "offline_wer": off_wer,
-        "offline_rtf": off_rtf, "levels": rows}, indent=2))
+    args.out.write_text(
+        json.dumps(
+            {
+                "machine": f"{platform.machine()} {os.cpu_count()} cpus",
+                "speed": args.speed,
+                "clips": [str(c.path.name) for c in clips],
+                "offline_wer": off_wer,
+                "offline_rtf": off_rtf,
+                "levels": rows,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

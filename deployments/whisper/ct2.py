@@ -89,9 +89,7 @@ def _norm(out: dict[str, torch.Tensor], dst: str, v: dict[str, np.ndarray], src:
     out[f"{dst}.bias"] = _t(v[f"{src}/beta"])
 
 
-def _split_linear(
-    out: dict[str, torch.Tensor], dsts: list[str], v: dict[str, np.ndarray], src: str
-) -> None:
+def _split_linear(out: dict[str, torch.Tensor], dsts: list[str], v: dict[str, np.ndarray], src: str) -> None:
     weights = np.split(v[f"{src}/weight"], len(dsts), axis=0)
     biases = np.split(v[f"{src}/bias"], len(dsts), axis=0)
     for dst, w, b in zip(dsts, weights, biases, strict=True):
@@ -101,14 +99,19 @@ def _split_linear(
 
 
 def _block(out: dict[str, torch.Tensor], dst: str, v: dict[str, np.ndarray], src: str) -> None:
-    _split_linear(out, [f"{dst}.attn.query", f"{dst}.attn.key", f"{dst}.attn.value"], v,
-                  f"{src}/self_attention/linear_0")
+    _split_linear(
+        out,
+        [f"{dst}.attn.query", f"{dst}.attn.key", f"{dst}.attn.value"],
+        v,
+        f"{src}/self_attention/linear_0",
+    )
     _linear(out, f"{dst}.attn.out", v, f"{src}/self_attention/linear_1")
     _norm(out, f"{dst}.attn_ln", v, f"{src}/self_attention/layer_norm")
     if f"{src}/attention/linear_0/weight" in v:
         _linear(out, f"{dst}.cross_attn.query", v, f"{src}/attention/linear_0")
-        _split_linear(out, [f"{dst}.cross_attn.key", f"{dst}.cross_attn.value"], v,
-                      f"{src}/attention/linear_1")
+        _split_linear(
+            out, [f"{dst}.cross_attn.key", f"{dst}.cross_attn.value"], v, f"{src}/attention/linear_1"
+        )
         _linear(out, f"{dst}.cross_attn.out", v, f"{src}/attention/linear_2")
         _norm(out, f"{dst}.cross_attn_ln", v, f"{src}/attention/layer_norm")
     _linear(out, f"{dst}.mlp.fc1", v, f"{src}/ffn/linear_0")

@@ -49,8 +49,15 @@ class GreedyDecoder:
         self.opts = options or DecodeOptions()
         sp = tokenizer.special
         vocab = model.dims.n_vocab
-        specials = [sp.transcribe, sp.translate, sp.sot, sp.sot_prev, sp.sot_lm, sp.no_speech,
-                    sp.no_timestamps]
+        specials = [
+            sp.transcribe,
+            sp.translate,
+            sp.sot,
+            sp.sot_prev,
+            sp.sot_lm,
+            sp.no_speech,
+            sp.no_timestamps,
+        ]
         mask = torch.zeros(vocab, dtype=torch.bool)
         mask[[t for t in suppress_ids + specials if t < vocab]] = True
         mask[sp.timestamp_begin :] = True  # decoding runs with <|notimestamps|>
@@ -66,8 +73,9 @@ class GreedyDecoder:
         return [*head, *self.tok.sot_sequence, sp.no_timestamps]
 
     @torch.inference_mode()
-    def decode(self, mel: torch.Tensor, prompts: list[str], n_frames: list[int],
-               offsets: list[float]) -> list[Hypothesis]:
+    def decode(
+        self, mel: torch.Tensor, prompts: list[str], n_frames: list[int], offsets: list[float]
+    ) -> list[Hypothesis]:
         """mel: (B, 80, 3000) on the model's device; n_frames: real mel frames per row."""
         device = mel.device
         prefixes = [self.prefix(p) for p in prompts]
@@ -104,13 +112,16 @@ class GreedyDecoder:
                     row.logprobs.append(float(logp[i, token]))
             if all(r.done for r in rows) or step == limit - 1:
                 break
-            feed = torch.tensor([r.tokens[-1] if not r.done else self.tok.special.eot for r in rows],
-                                device=device)[:, None]
+            feed = torch.tensor(
+                [r.tokens[-1] if not r.done else self.tok.special.eot for r in rows], device=device
+            )[:, None]
             valid = torch.cat([valid, torch.ones(batch, 1, dtype=torch.bool, device=device)], dim=1)
             logits, qks = self.model.decoder(feed, next_pos, valid, cache)
             next_pos = next_pos + 1
-        return [self._finish(r, n, off, float(ns))
-                for r, n, off, ns in zip(rows, n_frames, offsets, no_speech.tolist(), strict=True)]
+        return [
+            self._finish(r, n, off, float(ns))
+            for r, n, off, ns in zip(rows, n_frames, offsets, no_speech.tolist(), strict=True)
+        ]
 
     def _alignment_rows(self, qks: list[torch.Tensor]) -> torch.Tensor:
         """(B, heads, audio_ctx) scores of the alignment heads at the last position."""
@@ -122,8 +133,9 @@ class GreedyDecoder:
         if cut is not None:
             tokens, qk, looped = tokens[:cut], qk[: cut + 1], True
         avg_logprob = float(np.mean(row.logprobs[: len(tokens)])) if tokens else 0.0
-        if not tokens or (no_speech > self.opts.no_speech_threshold
-                          and avg_logprob < self.opts.logprob_threshold):
+        if not tokens or (
+            no_speech > self.opts.no_speech_threshold and avg_logprob < self.opts.logprob_threshold
+        ):
             return Hypothesis([], no_speech, avg_logprob, looped)
         qk = qk[: len(tokens) + 1]
         starts = token_boundaries(torch.stack(qk, dim=1), n_mel_frames // 2) / ENCODER_FRAMES_PER_SECOND
@@ -146,7 +158,7 @@ class GreedyDecoder:
         n = len(tokens)
         for start in range(n):
             for period in range(1, (n - start) // 3 + 1):
-                a = tokens[start : start + period]
-                if a == tokens[start + period : start + 2 * period] == tokens[start + 2 * period : start + 3 * period]:
+                a, b, c = (tokens[start + k * period : start + (k + 1) * period] for k in range(3))
+                if a == b == c:
                     return start + period
         return None

@@ -46,9 +46,12 @@ class WhisperEngine:
         self.device = pick_device(self.config.device)
         variables = read_ct2_variables(folder / "model.bin")
         embed = variables["decoder/embeddings/weight"]
-        dims = Dims(n_vocab=embed.shape[0], n_state=embed.shape[1],
-                    n_text_ctx=variables["decoder/position_encodings/encodings"].shape[0],
-                    n_head=int(variables["decoder/num_heads"]))
+        dims = Dims(
+            n_vocab=embed.shape[0],
+            n_state=embed.shape[1],
+            n_text_ctx=variables["decoder/position_encodings/encodings"].shape[0],
+            n_head=int(variables["decoder/num_heads"]),
+        )
         model = Whisper(dims)
         model.load_state_dict(to_state_dict(variables), strict=True)
         model.eval().to(self.device)
@@ -57,7 +60,8 @@ class WhisperEngine:
         cfg = json.loads((folder / "config.json").read_text())
         self.tokenizer = WhisperTokenizer(folder / "tokenizer.json")
         self.decoder = GreedyDecoder(
-            self.model, self.tokenizer,
+            self.model,
+            self.tokenizer,
             suppress_ids=_ints(cfg.get("suppress_ids", [])),
             suppress_ids_begin=_ints(cfg.get("suppress_ids_begin", [])),
             alignment_heads=[(int(a), int(b)) for a, b in cfg["alignment_heads"]],
@@ -78,8 +82,7 @@ class WhisperEngine:
             frames.append(mel.shape[-1])
             mels.append(pad_frames(mel))
         batch = torch.stack(mels).to(self.dtype)
-        return self.decoder.decode(batch, [r.prompt for r in requests], frames,
-                                   [r.offset for r in requests])
+        return self.decoder.decode(batch, [r.prompt for r in requests], frames, [r.offset for r in requests])
 
 
 def _ints(value: object) -> list[int]:

@@ -40,8 +40,7 @@ def _mel_to_hz(m: np.ndarray) -> np.ndarray:
 def mel_filters(n_mels: int = 80, sr: int = SAMPLE_RATE, n_fft: int = N_FFT) -> torch.Tensor:
     """Slaney-normalised triangular mel filterbank, (n_mels, n_fft // 2 + 1), like librosa."""
     fft_freqs = np.linspace(0, sr / 2, n_fft // 2 + 1)
-    mel_pts = np.linspace(_hz_to_mel(np.array([0.0]))[0], _hz_to_mel(np.array([sr / 2.0]))[0],
-                          n_mels + 2)
+    mel_pts = np.linspace(_hz_to_mel(np.array([0.0]))[0], _hz_to_mel(np.array([sr / 2.0]))[0], n_mels + 2)
     hz_pts = _mel_to_hz(mel_pts)
     fdiff = np.diff(hz_pts)
     ramps = hz_pts[:, None] - fft_freqs[None, :]

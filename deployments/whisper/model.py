@@ -51,7 +51,8 @@ class MLP(nn.Module):
         self.fc2 = nn.Linear(4 * n_state, n_state)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.fc2(F.gelu(self.fc1(x)))
+        y: Tensor = self.fc2(F.gelu(self.fc1(x)))
+        return y
 
 
 class EncoderBlock(nn.Module):
@@ -67,7 +68,8 @@ class EncoderBlock(nn.Module):
         a = self.attn
         y = F.scaled_dot_product_attention(a.heads(a.query(h)), a.heads(a.key(h)), a.heads(a.value(h)))
         x = x + a.out(a.merge(y))
-        return x + self.mlp(self.mlp_ln(x))
+        out: Tensor = x + self.mlp(self.mlp_ln(x))
+        return out
 
 
 class Encoder(nn.Module):
@@ -85,7 +87,8 @@ class Encoder(nn.Module):
         x = x + self.positional_embedding[: x.shape[1]]
         for block in self.blocks:
             x = block(x)
-        return self.ln_post(x)
+        y: Tensor = self.ln_post(x)
+        return y
 
 
 @dataclass
@@ -101,8 +104,12 @@ class LayerCache:
         def pick(t: Tensor | None) -> Tensor | None:
             return None if t is None else t.index_select(0, rows)
 
-        return LayerCache(self.cross_k.index_select(0, rows), self.cross_v.index_select(0, rows),
-                          pick(self.self_k), pick(self.self_v))
+        return LayerCache(
+            self.cross_k.index_select(0, rows),
+            self.cross_v.index_select(0, rows),
+            pick(self.self_k),
+            pick(self.self_v),
+        )
 
 
 class DecoderBlock(nn.Module):
@@ -145,7 +152,7 @@ class Decoder(nn.Module):
         self.ln = nn.LayerNorm(d.n_state)
 
     def new_cache(self, audio: Tensor) -> list[LayerCache]:
-        return [block.cross_cache(audio) for block in self.blocks]
+        return [block.cross_cache(audio) for block in self.blocks]  # type: ignore[operator]
 
     def forward(
         self, tokens: Tensor, positions: Tensor, valid: Tensor, cache: list[LayerCache]
@@ -169,7 +176,7 @@ class Decoder(nn.Module):
         for block, layer_cache in zip(self.blocks, cache, strict=True):
             x, qk = block(x, layer_cache, mask)
             qks.append(qk)
-        logits = self.ln(x) @ self.token_embedding.weight.T
+        logits = self.ln(x) @ self.token_embedding.weight.T  # tied output projection
         return logits, qks
 
 

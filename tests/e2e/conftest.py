@@ -28,8 +28,7 @@ def server_url() -> Iterator[str]:
         num_cpus=2,
         overrides={
             "Ingress": {"ray_actor_options": {"num_cpus": 0}},
-            "ASRModel": {"ray_actor_options": {"num_cpus": 0}, "autoscaling_config": None,
-                         "num_replicas": 1},
+            "ASRModel": {"ray_actor_options": {"num_cpus": 0}, "autoscaling_config": None, "num_replicas": 1},
         },
         args_override={"ingress": {"max_sessions": TEST_MAX_SESSIONS, "max_frame_bytes": 65536}},
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from pathlib import Path
 
@@ -19,7 +20,10 @@ from ingest.wer import normalize, wer
 from tests.e2e.conftest import TEST_MAX_SESSIONS
 
 pytestmark = pytest.mark.e2e
-JFK = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
+JFK = (
+    "And so my fellow Americans, ask not what your country can do for you, "
+    "ask what you can do for your country."
+)
 
 
 def check_finals(result: StreamResult) -> None:
@@ -152,7 +156,9 @@ def test_finalize_commits_everything_and_the_stream_goes_on(server_url: str) -> 
     assert normalize(" ".join(words)).count("country") == 2  # nothing lost, nothing doubled
 
 
-async def bad_stream(url: str, first: list[str | bytes], start: dict[str, object] | None) -> tuple[dict[str, object], int | None]:
+async def bad_stream(
+    url: str, first: list[str | bytes], start: dict[str, object] | None
+) -> tuple[dict[str, object], int | None]:
     async with connect(url) as ws:
         if start is not None:
             await ws.send(json.dumps({"type": "start", **start}))
@@ -160,10 +166,8 @@ async def bad_stream(url: str, first: list[str | bytes], start: dict[str, object
         for frame in first:
             await ws.send(frame)
         error = json.loads(await ws.recv())
-        try:
+        with contextlib.suppress(ConnectionClosed):
             await ws.recv()
-        except ConnectionClosed:
-            pass
         return error, ws.close_code
 
 
@@ -171,8 +175,12 @@ BAD_INPUTS = [
     ([b"\x00\x00" * 100], None, "protocol_error", 1002),  # audio before start
     (['{"type": "shout"}'], None, "protocol_error", 1002),
     (['{"type": "start", "sample_rate": 16000, "encoding": "opus"}'], None, "protocol_error", 1002),
-    ([np.array([0.1, np.nan], dtype="<f4").tobytes()], {"sample_rate": 16000, "encoding": "f32le"},
-     "unsupported_audio", 1003),
+    (
+        [np.array([0.1, np.nan], dtype="<f4").tobytes()],
+        {"sample_rate": 16000, "encoding": "f32le"},
+        "unsupported_audio",
+        1003,
+    ),
     ([b"\x00" * 70000], {"sample_rate": 16000}, "message_too_big", 1009),
     (["{not json"], {"sample_rate": 16000}, "protocol_error", 1002),
 ]

@@ -29,8 +29,7 @@ def engine() -> WhisperEngine:
 def faster_whisper():  # type: ignore[no-untyped-def]
     os.environ["HF_HUB_OFFLINE"] = "1"
     fw = pytest.importorskip("faster_whisper")
-    return fw.WhisperModel(str(default_model_dir()), device="cpu", compute_type="float32",
-                           cpu_threads=2)
+    return fw.WhisperModel(str(default_model_dir()), device="cpu", compute_type="float32", cpu_threads=2)
 
 
 def clips(evalset: Path, n: int) -> list[dict[str, object]]:
@@ -67,8 +66,13 @@ def test_transcripts_match_ctranslate2_reference(engine, faster_whisper, evalset
         audio = read_wav(evalset / str(row["audio"])).samples
         mine = engine.transcribe([DecodeRequest(audio)])[0].text
         segments, _ = faster_whisper.transcribe(
-            audio, beam_size=1, temperature=[0.0], without_timestamps=True,
-            condition_on_previous_text=False, vad_filter=False)
+            audio,
+            beam_size=1,
+            temperature=[0.0],
+            without_timestamps=True,
+            condition_on_previous_text=False,
+            vad_filter=False,
+        )
         ref = " ".join(s.text.strip() for s in segments)
         if mine != ref:
             mismatches.append((row["id"], mine, ref))
@@ -79,8 +83,14 @@ def test_word_timestamps_agree_with_reference(engine, faster_whisper) -> None:  
     audio = read_wav(Path(__file__).parents[2] / "ingest" / "samples" / "jfk.wav").samples
     hyp = engine.transcribe([DecodeRequest(audio, offset=100.0)])[0]
     segments, _ = faster_whisper.transcribe(
-        audio, beam_size=1, temperature=[0.0], without_timestamps=True, word_timestamps=True,
-        condition_on_previous_text=False, vad_filter=False)
+        audio,
+        beam_size=1,
+        temperature=[0.0],
+        without_timestamps=True,
+        word_timestamps=True,
+        condition_on_previous_text=False,
+        vad_filter=False,
+    )
     ref = [w for s in segments for w in (s.words or [])]
     assert [w.text.strip() for w in hyp.words] == [w.word.strip() for w in ref]
     starts = np.array([w.start - 100.0 for w in hyp.words])
@@ -93,8 +103,10 @@ def test_word_timestamps_agree_with_reference(engine, faster_whisper) -> None:  
 
 def test_batched_decode_equals_one_by_one(engine, evalset) -> None:  # type: ignore[no-untyped-def]
     rows = clips(evalset, 3)
-    reqs = [DecodeRequest(read_wav(evalset / str(r["audio"])).samples, prompt=p)
-            for r, p in zip(rows, ["", "Earlier, we talked about books.", "A"], strict=True)]
+    reqs = [
+        DecodeRequest(read_wav(evalset / str(r["audio"])).samples, prompt=p)
+        for r, p in zip(rows, ["", "Earlier, we talked about books.", "A"], strict=True)
+    ]
     batched = engine.transcribe(reqs)
     single = [engine.transcribe([r])[0] for r in reqs]
     assert [h.text for h in batched] == [h.text for h in single]

@@ -57,7 +57,7 @@ def test_read_wav(tmp_path: object) -> None:
     assert wav.sample_rate == 16000 and 10 < wav.duration < 12
 
 
-def test_read_wav_rejects_non_wav(tmp_path: "object") -> None:
+def test_read_wav_rejects_non_wav(tmp_path: object) -> None:
     from pathlib import Path
 
     bad = Path(str(tmp_path)) / "x.wav"

@@ -143,10 +143,18 @@ def test_server_messages_round_trip_through_client() -> None:
     server = started()
     server.send(m.Ready(session_id="abc"))
     server.send(m.Partial(text="hel", start=0.0, end=0.3, audio_end=1.0))
-    server.send(m.Final(seq=0, text="hello", start=0.0, end=0.5,
-                        words=[m.WordTiming(word="hello", start=0.0, end=0.5, probability=0.9)]))
-    server.send_closed(m.Summary(session_id="abc", audio_seconds=1.0, finals=1, words=1,
-                                 decodes=1, decode_seconds=0.1))
+    server.send(
+        m.Final(
+            seq=0,
+            text="hello",
+            start=0.0,
+            end=0.5,
+            words=[m.WordTiming(word="hello", start=0.0, end=0.5, probability=0.9)],
+        )
+    )
+    server.send_closed(
+        m.Summary(session_id="abc", audio_seconds=1.0, finals=1, words=1, decodes=1, decode_seconds=0.1)
+    )
     assert server.close_code == 1000
     client = ClientProtocol(m.Start(sample_rate=16000))
     got = [client.receive_text(t) for t in server.data_to_send()]

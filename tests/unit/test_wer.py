@@ -3,7 +3,15 @@ from ingest.wer import normalize, wer
 
 def test_normalize_strips_case_and_punctuation() -> None:
     assert normalize("Hello, World! It's Mr. Smith's 2-day trip.") == [
-        "hello", "world", "it's", "mister", "smith's", "two", "day", "trip"]
+        "hello",
+        "world",
+        "it's",
+        "mister",
+        "smith's",
+        "two",
+        "day",
+        "trip",
+    ]
 
 
 def test_wer_counts_substitutions_insertions_deletions() -> None:

@@ -1,0 +1,41 @@
+# rayscribe: `make demo` sets up and runs the service end to end; `make test` sets up and tests.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+
+.PHONY: setup demo serve test lint unit bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# the CPU build of torch first, so nothing below pulls a multi-GB CUDA build
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[server,dev]"
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup  ## start local Ray + Serve, stream the bundled sample live, print partials/finals
+	$(BIN)/python -m deployments.local demo
+
+serve: setup  ## serve on ws://127.0.0.1:8000/v1/stream until Ctrl-C
+	$(BIN)/python -m deployments.local serve
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+unit: setup
+	$(BIN)/python -m pytest tests/unit -q
+
+test: lint  ## lint, types, then every test tier (unit, model, e2e)
+	$(BIN)/python -m pytest -q --durations=10
+
+bench: setup  ## 1/2/4/8 real-time streams: latency, RTF, WER (see README)
+	$(BIN)/python scripts/benchmark.py
+
+clean:
+	rm -rf $(VENV) bench-results .mypy_cache .ruff_cache
