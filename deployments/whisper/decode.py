@@ -88,14 +88,16 @@ class GreedyDecoder:
         tokens, valid = tokens.to(device), valid.to(device)
         positions = (valid.long().cumsum(dim=1) - 1).clamp_min(0)
         cache = self.model.decoder.new_cache(self.model.encoder(mel))
-        logits, qks = self.model.decoder(tokens, positions, valid, cache)
-        sot_index = width - 2  # the <|startoftranscript|> position predicts no-speech
-        no_speech = logits[:, sot_index].float().softmax(dim=-1)[:, self.tok.special.no_speech]
+        decoder = self.model.decoder
+        hidden, qks = decoder(tokens, positions, valid, cache)
+        # the <|startoftranscript|> position predicts no-speech; the last one the first token
+        first = decoder.logits(hidden[:, -2:]).float()
+        no_speech = first[:, 0].softmax(dim=-1)[:, self.tok.special.no_speech]
+        last = first[:, 1]
         rows = [_Row([], [], []) for _ in range(batch)]
         limit = min(self.opts.max_new_tokens, self.model.dims.n_text_ctx - width)
         next_pos = positions[:, -1:] + 1
         for step in range(limit):
-            last = logits[:, -1].float()
             last = last.masked_fill((self.suppress_begin if step == 0 else self.suppress).to(device), -np.inf)
             logp = last.log_softmax(dim=-1)
             choice = logp.argmax(dim=-1)
@@ -116,7 +118,8 @@ class GreedyDecoder:
                 [r.tokens[-1] if not r.done else self.tok.special.eot for r in rows], device=device
             )[:, None]
             valid = torch.cat([valid, torch.ones(batch, 1, dtype=torch.bool, device=device)], dim=1)
-            logits, qks = self.model.decoder(feed, next_pos, valid, cache)
+            hidden, qks = decoder(feed, next_pos, valid, cache)
+            last = decoder.logits(hidden[:, -1]).float()
             next_pos = next_pos + 1
         return [
             self._finish(r, n, off, float(ns))

@@ -160,7 +160,8 @@ class Decoder(nn.Module):
         """Decode new ``tokens`` (B, T) at ``positions`` (B, T).
 
         ``valid`` (B, T_total) marks which cached+new key positions are real tokens (False for
-        left padding).  Returns logits (B, T, vocab) and each layer's cross-attention qk
+        left padding).  Returns the final hidden states (B, T, state) - turn the ones you need
+        into logits with :meth:`logits` - and each layer's cross-attention qk
         (B, heads, T, audio_ctx).
         """
         t_new, t_all = tokens.shape[1], valid.shape[1]
@@ -176,8 +177,12 @@ class Decoder(nn.Module):
         for block, layer_cache in zip(self.blocks, cache, strict=True):
             x, qk = block(x, layer_cache, mask)
             qks.append(qk)
-        logits = self.ln(x) @ self.token_embedding.weight.T  # tied output projection
-        return logits, qks
+        return x, qks
+
+    def logits(self, hidden: Tensor) -> Tensor:
+        """Hidden states (..., state) -> vocabulary logits (tied output projection)."""
+        out: Tensor = self.ln(hidden) @ self.token_embedding.weight.T
+        return out
 
 
 class Whisper(nn.Module):
