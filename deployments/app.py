@@ -19,11 +19,17 @@ class AppArgs(BaseModel):
     ingress: IngressConfig = IngressConfig()
 
 
-def build_app(
+def build_app(args: AppArgs) -> Application:
+    """``serve run`` / ``serve deploy`` entry point (``import_path`` in ``ray_config.yaml``);
+    per-deployment options come from the config file's ``deployments`` section."""
+    return compose(args)
+
+
+def compose(
     args: dict[str, Any] | AppArgs | None = None, options: dict[str, dict[str, Any]] | None = None
 ) -> Application:
-    """``serve run``/``serve deploy`` entry point.  ``options`` maps a deployment name to
-    ``.options(...)`` overrides, for callers that do not go through a Serve config file."""
+    """Bind both deployments; ``options`` maps a deployment name to ``.options(...)`` overrides
+    for callers that do not go through a Serve config file (the embedded local runner)."""
     a = args if isinstance(args, AppArgs) else AppArgs.model_validate(args or {})
     opts = options or {}
     asr = ASRModel.options(**opts.get("ASRModel", {})).bind(a.engine.model_dump())  # type: ignore[attr-defined]

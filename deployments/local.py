@@ -18,7 +18,7 @@ from ray import serve
 
 from cluster.runtime import init_local_ray
 from cluster.serve_config import load_serve_config, merge
-from deployments.app import build_app
+from deployments.app import compose
 from deployments.ingress import STREAM_PATH
 from ingest.cli import SAMPLE_WAV, stream_main
 
@@ -41,7 +41,7 @@ def start_local(
     init_local_ray(num_cpus)
     host, port = cfg.http_options.host, port or cfg.http_options.port
     serve.start(http_options={"host": host, "port": port})
-    app = build_app(merge(app_cfg.args, args_override or {}), options)
+    app = compose(merge(app_cfg.args, args_override or {}), options)
     serve.run(app, name=app_cfg.name, route_prefix=app_cfg.route_prefix)
     return f"ws://{host}:{port}{STREAM_PATH}"
 
@@ -53,10 +53,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     parser.add_argument("--port", type=int, default=None)
     parser.add_argument("--fast", action="store_true", help="demo: stream faster than real time")
+    parser.add_argument("--gpus", type=float, default=0.0, help="GPUs per ASR replica (0 = CPU)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     print("starting local Ray + Serve (first start takes ~30 s)...", flush=True)
-    url = start_local(args.config, args.port)
+    overrides = {"ASRModel": {"ray_actor_options": {"num_gpus": args.gpus}}} if args.gpus else None
+    url = start_local(args.config, args.port, overrides)
     print(f"rayscribe is serving at {url}", flush=True)
     if args.command == "demo":
         result = stream_main(url, args.wav, args.fast, interim=True)

@@ -45,3 +45,17 @@ def test_unreadable_config_is_a_config_error(tmp_path: Path) -> None:
 def test_merge_overrides_and_removes() -> None:
     base = {"a": {"x": 1, "y": 2}, "b": 3}
     assert merge(base, {"a": {"y": 5}, "b": None}) == {"a": {"x": 1, "y": 5}}
+
+
+def test_build_app_is_a_valid_serve_app_builder() -> None:
+    """What `serve run ray_config.yaml` does with import_path + args (without starting Ray)."""
+    from ray.serve import Application
+    from ray.serve._private.api import call_user_app_builder_with_args_if_necessary
+
+    from deployments.app import build_app
+
+    app_cfg = load_serve_config(ROOT / "ray_config.yaml").applications[0]
+    app = call_user_app_builder_with_args_if_necessary(build_app, app_cfg.args)
+    assert isinstance(app, Application)
+    with pytest.raises(Exception, match="bogus"):
+        call_user_app_builder_with_args_if_necessary(build_app, {"bogus": 1})
