@@ -85,6 +85,11 @@ def test_concurrent_streams_get_their_own_accurate_transcripts(server_url: str, 
     offline = wer(refs, offline_texts(paths))
     streaming = wer(refs, hyps)
     assert streaming <= offline + 0.05, (streaming, offline)
+    # @serve.batch put decode requests of different streams into one forward pass
+    from ray import serve
+
+    stats = serve.get_deployment_handle("ASRModel", app_name="rayscribe").stats.remote().result()
+    assert max(stats["batches"]) > 1, stats
 
 
 def test_long_recording_streams_past_the_buffer_limit(server_url: str, evalset: Path) -> None:
@@ -94,8 +99,10 @@ def test_long_recording_streams_past_the_buffer_limit(server_url: str, evalset: 
     assert result.error is None
     check_finals(result)
     assert result.finals[-1].end > 95.0
-    # Offline (sequential 20 s windows) WER on this recording is 3.4 %; streaming measured 4-6 %.
-    assert wer([row["text"]], [result.text]) <= 0.09
+    # Offline (sequential 20 s windows) WER on this recording is 3.4 %; 9 % leaves room for
+    # the streaming policy's cost (measured in the README's benchmark: within ~2 points).
+    streaming = wer([row["text"]], [result.text])
+    assert streaming <= 0.09, streaming
 
 
 def test_resampled_input_44k_float(server_url: str) -> None:

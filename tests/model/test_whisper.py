@@ -41,6 +41,21 @@ def clips(evalset: Path, n: int) -> list[dict[str, object]]:
     return picked[:n]
 
 
+def reference_segments(fw, audio: np.ndarray, word_timestamps: bool = False) -> list:  # type: ignore[no-untyped-def, type-arg]
+    """The CTranslate2 reference decode with our engine's settings: greedy, temperature 0,
+    no timestamp tokens, no conditioning on earlier windows, no VAD."""
+    segments, _ = fw.transcribe(
+        audio,
+        beam_size=1,
+        temperature=[0.0],
+        without_timestamps=True,
+        word_timestamps=word_timestamps,
+        condition_on_previous_text=False,
+        vad_filter=False,
+    )
+    return list(segments)
+
+
 def test_ct2_file_has_the_expected_whisper_tiny_layout() -> None:
     v = read_ct2_variables(default_model_dir() / "model.bin")
     assert count_layers(v, "encoder/") == 4 and count_layers(v, "decoder/") == 4
@@ -65,15 +80,7 @@ def test_transcripts_match_ctranslate2_reference(engine, faster_whisper, evalset
     for row in chosen:
         audio = read_wav(evalset / str(row["audio"])).samples
         mine = engine.transcribe([DecodeRequest(audio)])[0].text
-        segments, _ = faster_whisper.transcribe(
-            audio,
-            beam_size=1,
-            temperature=[0.0],
-            without_timestamps=True,
-            condition_on_previous_text=False,
-            vad_filter=False,
-        )
-        ref = " ".join(s.text.strip() for s in segments)
+        ref = " ".join(s.text.strip() for s in reference_segments(faster_whisper, audio))
         if mine != ref:
             mismatches.append((row["id"], mine, ref))
     assert mismatches == []
@@ -82,15 +89,7 @@ def test_transcripts_match_ctranslate2_reference(engine, faster_whisper, evalset
 def test_word_timestamps_agree_with_reference(engine, faster_whisper) -> None:  # type: ignore[no-untyped-def]
     audio = read_wav(Path(__file__).parents[2] / "ingest" / "samples" / "jfk.wav").samples
     hyp = engine.transcribe([DecodeRequest(audio, offset=100.0)])[0]
-    segments, _ = faster_whisper.transcribe(
-        audio,
-        beam_size=1,
-        temperature=[0.0],
-        without_timestamps=True,
-        word_timestamps=True,
-        condition_on_previous_text=False,
-        vad_filter=False,
-    )
+    segments = reference_segments(faster_whisper, audio, word_timestamps=True)
     ref = [w for s in segments for w in (s.words or [])]
     assert [w.text.strip() for w in hyp.words] == [w.word.strip() for w in ref]
     starts = np.array([w.start - 100.0 for w in hyp.words])
