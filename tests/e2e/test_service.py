@@ -99,8 +99,8 @@ def test_long_recording_streams_past_the_buffer_limit(server_url: str, evalset: 
     assert result.error is None
     check_finals(result)
     assert result.finals[-1].end > 95.0
-    # Offline (sequential 20 s windows) WER on this recording is 3.4 %; 9 % leaves room for
-    # the streaming policy's cost (measured in the README's benchmark: within ~2 points).
+    # Offline (sequential 20 s windows) WER on this recording is 3.4 %; streaming measured
+    # 4.1 % at this pace and 4.5 % at real time.  The bound is offline + ~5 points of slack.
     streaming = wer([row["text"]], [result.text])
     assert streaming <= 0.09, streaming
 
