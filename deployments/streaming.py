@@ -28,6 +28,8 @@ class PolicyConfig(BaseModel):
     hard_buffer_s: float = Field(27.0, ge=5.0, le=30.0)  # force-commit past this (model max 30)
     prompt_chars: int = Field(200, ge=0, le=800)  # committed text fed back as the prompt
     overlap_tolerance_s: float = Field(0.25, ge=0.0)  # word-start slack around the commit point
+    # feed committed words still inside the buffer to the decoder instead of re-decoding them
+    force_committed: bool = True
 
 
 def norm(word: str) -> str:
@@ -71,9 +73,10 @@ class LocalAgreement:
         """What to decode now: the whole buffer, prompted with earlier committed text."""
         self.undecoded_s = 0.0
         inside = sum(1 for w in self.committed if w.start >= self.buffer_offset)
-        outside = self.committed[: len(self.committed) - inside] if inside else self.committed
-        prompt = "".join(w.text for w in outside)[-self.config.prompt_chars :]
-        return DecodeRequest(self.buffer.copy(), self.buffer_offset, prompt)
+        split = len(self.committed) - inside
+        prompt = "".join(w.text for w in self.committed[:split])[-self.config.prompt_chars :]
+        forced = "".join(w.text for w in self.committed[split:]) if self.config.force_committed else ""
+        return DecodeRequest(self.buffer.copy(), self.buffer_offset, prompt, forced)
 
     # --- hypotheses ---------------------------------------------------------------------
 

@@ -19,7 +19,8 @@ class Word:
 class DecodeRequest:
     audio: np.ndarray  # float32 mono 16 kHz, at most 30 s
     offset: float = 0.0  # stream time of audio[0], added to word times
-    prompt: str = ""  # previously committed text, conditions the decoder
+    prompt: str = ""  # committed text before this window: conditions the decoder
+    forced: str = ""  # committed text inside this window: fed to the decoder, not re-decoded
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ class _Row:
     logprobs: list[float]
     qk: list[torch.Tensor]  # one (heads, audio_ctx) row per predicted token
     done: bool = False
+    n_forced: int = 0  # leading tokens that were fed, not generated
 
 
 class GreedyDecoder:
@@ -72,13 +73,25 @@ class GreedyDecoder:
         head = [sp.sot_prev, *prev] if prev else []
         return [*head, *self.tok.sot_sequence, sp.no_timestamps]
 
+    def forced_tokens(self, text: str) -> list[int]:
+        """Text the window is known to start with, as tokens fed to the decoder, not generated."""
+        return self.tok.encode(" " + text.strip())[: self.opts.max_new_tokens // 2] if text.strip() else []
+
     @torch.inference_mode()
     def decode(
-        self, mel: torch.Tensor, prompts: list[str], n_frames: list[int], offsets: list[float]
+        self,
+        mel: torch.Tensor,
+        prompts: list[str],
+        n_frames: list[int],
+        offsets: list[float],
+        forced: list[str] | None = None,
     ) -> list[Hypothesis]:
-        """mel: (B, 80, 3000) on the model's device; n_frames: real mel frames per row."""
+        """mel: (B, 80, 3000) on the model's device; n_frames: real mel frames per row;
+        ``forced``: per row, text the transcript of the window must start with (committed
+        words still inside it): fed in one pass instead of being decoded token by token."""
         device = mel.device
-        prefixes = [self.prefix(p) for p in prompts]
+        forced_toks = [self.forced_tokens(f) for f in (forced or [""] * len(prompts))]
+        prefixes = [self.prefix(p) + f for p, f in zip(prompts, forced_toks, strict=True)]
         batch, width = len(prefixes), max(len(p) for p in prefixes)
         tokens = torch.zeros(batch, width, dtype=torch.long)
         valid = torch.zeros(batch, width, dtype=torch.bool)
@@ -90,15 +103,20 @@ class GreedyDecoder:
         cache = self.model.decoder.new_cache(self.model.encoder(mel))
         decoder = self.model.decoder
         hidden, qks = decoder(tokens, positions, valid, cache)
-        # the <|startoftranscript|> position predicts no-speech; the last one the first token
-        first = decoder.logits(hidden[:, -2:]).float()
-        no_speech = first[:, 0].softmax(dim=-1)[:, self.tok.special.no_speech]
-        last = first[:, 1]
-        rows = [_Row([], [], []) for _ in range(batch)]
+        # the <|startoftranscript|> position predicts no-speech; the last one the next token
+        sot_at = torch.tensor([width - 2 - len(f) for f in forced_toks], device=device)
+        sot_hidden = hidden[torch.arange(batch, device=device), sot_at]
+        no_speech = decoder.logits(sot_hidden).float().softmax(dim=-1)[:, self.tok.special.no_speech]
+        last = decoder.logits(hidden[:, -1]).float()
+        prefix_align = torch.stack([qks[layer][:, head] for layer, head in self.alignment_heads], dim=1)
+        rows = [self._forced_row(f, prefix_align[i], width) for i, f in enumerate(forced_toks)]
+        first_mask = torch.stack([self.suppress if f else self.suppress_begin for f in forced_toks]).to(
+            device
+        )
         limit = min(self.opts.max_new_tokens, self.model.dims.n_text_ctx - width)
         next_pos = positions[:, -1:] + 1
         for step in range(limit):
-            last = last.masked_fill((self.suppress_begin if step == 0 else self.suppress).to(device), -np.inf)
+            last = last.masked_fill(first_mask if step == 0 else self.suppress.to(device), -np.inf)
             logp = last.log_softmax(dim=-1)
             choice = logp.argmax(dim=-1)
             align = self._alignment_rows(qks)
@@ -130,15 +148,24 @@ class GreedyDecoder:
         """(B, heads, audio_ctx) scores of the alignment heads at the last position."""
         return torch.stack([qks[layer][:, head, -1] for layer, head in self.alignment_heads], dim=1).cpu()
 
+    @staticmethod
+    def _forced_row(forced: list[int], align: torch.Tensor, width: int) -> _Row:
+        """A row that starts with its forced tokens; their alignment rows come from the
+        prefix pass (``align``: heads x positions x audio_ctx; the position before each
+        forced token is the one that predicts it)."""
+        start = width - 1 - len(forced)
+        qk = [align[:, p].cpu() for p in range(start, width - 1)]
+        return _Row(list(forced), [0.0] * len(forced), qk, n_forced=len(forced))
+
     def _finish(self, row: _Row, n_mel_frames: int, offset: float, no_speech: float) -> Hypothesis:
-        tokens, qk, looped = row.tokens, row.qk, False
-        cut = self._loop_cut(tokens)
+        tokens, qk, looped, forced = row.tokens, row.qk, False, row.n_forced
+        cut = self._loop_cut(tokens[forced:])  # forced text is committed: only cut what is new
         if cut is not None:
-            tokens, qk, looped = tokens[:cut], qk[: cut + 1], True
-        avg_logprob = float(np.mean(row.logprobs[: len(tokens)])) if tokens else 0.0
-        if not tokens or (
-            no_speech > self.opts.no_speech_threshold and avg_logprob < self.opts.logprob_threshold
-        ):
+            tokens, qk, looped = tokens[: forced + cut], qk[: forced + cut + 1], True
+        generated = row.logprobs[forced : len(tokens)]
+        avg_logprob = float(np.mean(generated)) if generated else 0.0
+        silent = no_speech > self.opts.no_speech_threshold and avg_logprob < self.opts.logprob_threshold
+        if not tokens or (silent and not forced):
             return Hypothesis([], no_speech, avg_logprob, looped)
         qk = qk[: len(tokens) + 1]
         starts = token_boundaries(torch.stack(qk, dim=1), n_mel_frames // 2) / ENCODER_FRAMES_PER_SECOND

@@ -82,7 +82,13 @@ class WhisperEngine:
             frames.append(mel.shape[-1])
             mels.append(pad_frames(mel))
         batch = torch.stack(mels).to(self.dtype)
-        return self.decoder.decode(batch, [r.prompt for r in requests], frames, [r.offset for r in requests])
+        return self.decoder.decode(
+            batch,
+            [r.prompt for r in requests],
+            frames,
+            [r.offset for r in requests],
+            [r.forced for r in requests],
+        )
 
 
 def _ints(value: object) -> list[int]:

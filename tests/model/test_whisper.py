@@ -125,3 +125,18 @@ def test_repetition_loop_is_cut(engine) -> None:  # type: ignore[no-untyped-def]
     assert cut is not None
     assert tok.decode(loop[:cut]) == " I said the end"
     assert engine.decoder._loop_cut(tok.encode(" a perfectly ordinary sentence")) is None
+
+
+def test_forced_prefix_is_kept_and_the_rest_decoded(engine) -> None:  # type: ignore[no-untyped-def]
+    """Committed words inside a window are fed, not re-decoded: the transcript starts with
+    them verbatim and goes on to the end of the audio."""
+    from ingest.wer import normalize
+
+    audio = read_wav(Path(__file__).parents[2] / "ingest" / "samples" / "jfk.wav").samples
+    forced = " And so my fellow Americans, ask not"
+    free = engine.transcribe([DecodeRequest(audio)])[0]
+    hyp = engine.transcribe([DecodeRequest(audio, forced=forced)])[0]
+    assert hyp.text.startswith(forced.strip())
+    assert normalize(hyp.text) == normalize(free.text)
+    starts = [w.start for w in hyp.words]
+    assert starts == sorted(starts) and hyp.words[-1].end > 10.0

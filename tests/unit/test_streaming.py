@@ -70,12 +70,18 @@ def test_buffer_is_cut_at_a_committed_sentence_end() -> None:
     assert req.offset == 1.0 and req.prompt == " one two."
 
 
-def test_request_prompt_excludes_words_inside_the_buffer() -> None:
+def test_committed_words_inside_the_buffer_are_forced_not_prompted() -> None:
     la = LocalAgreement()
     la.add_audio(np.zeros(3 * SR, dtype=np.float32))
     la.apply(hyp("alpha beta"))
     la.apply(hyp("alpha beta gamma"))
-    assert la.request().prompt == ""  # committed words are still inside the buffer
+    req = la.request()
+    assert req.prompt == ""  # committed words are still inside the buffer...
+    assert req.forced == " alpha beta"  # ...so the decoder is fed them instead
+    plain = LocalAgreement(PolicyConfig(force_committed=False))
+    plain.apply(hyp("alpha beta"))
+    plain.apply(hyp("alpha beta gamma"))
+    assert plain.request().forced == ""
 
 
 def test_silence_buffer_is_bounded() -> None:
