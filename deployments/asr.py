@@ -56,4 +56,10 @@ class ASRModel:
         return results
 
     def stats(self) -> dict[str, Any]:
-        return {"device": str(self.engine.device), "batches": list(self.batches)}
+        import torch
+
+        return {
+            "device": str(self.engine.device),
+            "threads": torch.get_num_threads(),
+            "batches": list(self.batches),
+        }

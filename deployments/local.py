@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -25,6 +26,18 @@ from ingest.cli import SAMPLE_WAV, stream_main
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "ray_config.yaml"
 
 
+def fit_replicas(asr: dict[str, Any], cpus: int) -> dict[str, Any]:
+    """Cap the ASR autoscaling range to the replicas this one machine can place, so the local
+    default never waits on replicas that cannot start."""
+    auto = asr.get("autoscaling_config")
+    per_replica = float(asr.get("ray_actor_options", {}).get("num_cpus", 1) or 0)
+    if not auto or per_replica <= 0:
+        return asr
+    fit = max(1, int(cpus // per_replica))
+    capped = {k: min(int(v), fit) for k, v in auto.items() if k.endswith("_replicas")}
+    return merge(asr, {"autoscaling_config": capped})
+
+
 def start_local(
     config_path: Path = DEFAULT_CONFIG,
     port: int | None = None,
@@ -38,7 +51,9 @@ def start_local(
     options = app_cfg.options()
     for name, extra in (overrides or {}).items():
         options[name] = merge(options.get(name, {}), extra)
-    init_local_ray(num_cpus)
+    cpus = num_cpus or os.cpu_count() or 2
+    options["ASRModel"] = fit_replicas(options.get("ASRModel", {}), cpus)
+    init_local_ray(cpus)
     host, port = cfg.http_options.host, port or cfg.http_options.port
     serve.start(http_options={"host": host, "port": port})
     app = compose(merge(app_cfg.args, args_override or {}), options)

@@ -30,7 +30,10 @@ def server_url() -> Iterator[str]:
             "Ingress": {"ray_actor_options": {"num_cpus": 0}},
             "ASRModel": {"ray_actor_options": {"num_cpus": 0}, "autoscaling_config": None, "num_replicas": 1},
         },
-        args_override={"ingress": {"max_sessions": TEST_MAX_SESSIONS, "max_frame_bytes": 65536}},
+        args_override={
+            "engine": {"num_threads": 2},  # num_cpus 0 would leave torch on one thread
+            "ingress": {"max_sessions": TEST_MAX_SESSIONS, "max_frame_bytes": 65536},
+        },
     )
     yield url
     serve.shutdown()

@@ -59,3 +59,16 @@ def test_build_app_is_a_valid_serve_app_builder() -> None:
     assert isinstance(app, Application)
     with pytest.raises(Exception, match="bogus"):
         call_user_app_builder_with_args_if_necessary(build_app, {"bogus": 1})
+
+
+def test_local_runner_caps_asr_replicas_to_the_machine() -> None:
+    from deployments.local import fit_replicas
+
+    asr = {
+        "ray_actor_options": {"num_cpus": 2},
+        "autoscaling_config": {"min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 4},
+    }
+    capped = fit_replicas(asr, cpus=2)["autoscaling_config"]
+    assert capped == {"min_replicas": 1, "max_replicas": 1, "target_ongoing_requests": 4}
+    assert fit_replicas(asr, cpus=16)["autoscaling_config"]["max_replicas"] == 4
+    assert fit_replicas({"num_replicas": 1}, cpus=2) == {"num_replicas": 1}
