@@ -98,10 +98,11 @@ class LocalAgreement:
             if norm(old.text) != norm(new.text):
                 break
             agreed += 1
+        if self._buffer_s() > self.config.hard_buffer_s:
+            # far behind or no agreement for too long: commit all but the last 5 s, agreed or not
+            cutoff = self.audio_end - 5.0
+            agreed = max(agreed, next((i for i, w in enumerate(words) if w.end > cutoff), len(words)))
         commit = words[:agreed]
-        if not commit and words and self._buffer_s() > self.config.hard_buffer_s:
-            cutoff = self.audio_end - 5.0  # no agreement for too long: commit all but the tail
-            commit = [w for w in words if w.end <= cutoff]
         self.committed.extend(commit)
         self.pending = words[len(commit) :]
         self._trim(hyp)
@@ -125,8 +126,10 @@ class LocalAgreement:
             return
         inside = [w for w in self.committed if w.end > self.buffer_offset]
         if inside:
-            sentence_ends = [w.end for w in inside if w.text.rstrip().endswith((".", "?", "!"))]
-            cut = sentence_ends[-1] if sentence_ends else inside[-1].end
+            # prefer a sentence end, unless cutting there would leave the buffer still too long
+            ends = [w.end for w in inside if w.text.rstrip().endswith((".", "?", "!"))]
+            late_enough = [t for t in ends if self.audio_end - t <= self.config.max_buffer_s]
+            cut = late_enough[-1] if late_enough else inside[-1].end
         elif not hyp.words:
             cut = self.audio_end - self.config.step_s * 5  # silence: keep only the recent past
         else:

@@ -101,3 +101,35 @@ def test_ready_after_a_step_of_audio() -> None:
     assert la.ready()
     la.request()
     assert not la.ready()
+
+
+def test_falling_behind_never_overflows_the_model_window() -> None:
+    """Decodes that come back every 6 s with hypotheses that never agree still commit (all
+    but the last 5 s) and keep the buffer under the 30 s the model can see."""
+    la = LocalAgreement()
+    t = 0.0
+    for round_ in range(12):
+        la.add_audio(np.zeros(6 * SR, dtype=np.float32))
+        t += 6.0
+        # words every 0.5 s over the whole buffer, spelled differently each round
+        n = int((la.audio_end - la.buffer_offset) / 0.5)
+        spoken = [
+            Word(f" w{round_}_{i}", la.buffer_offset + i * 0.5, la.buffer_offset + (i + 1) * 0.5)
+            for i in range(n)
+        ]
+        la.apply(Hypothesis(spoken))
+        assert not la.overflowing()
+        assert la.audio_end - la.buffer_offset <= 27.0 + 6.0
+    # a forced commit comes at least every time the buffer passes 27 s
+    assert la.committed and la.committed[-1].end >= t - 27.0 - 6.0
+    ends = [w.end for w in la.committed]
+    assert ends == sorted(ends) and len(set(ends)) == len(ends)  # in order, nothing twice
+
+
+def test_buffer_cut_falls_back_to_the_last_commit_when_the_sentence_end_is_too_early() -> None:
+    la = LocalAgreement(PolicyConfig(max_buffer_s=4.0))
+    la.add_audio(np.zeros(8 * SR, dtype=np.float32))
+    spec = "one. two three four five six seven eight nine ten eleven twelve thirteen"
+    la.apply(hyp(spec))
+    la.apply(hyp(spec + " fourteen"))  # all committed; the only sentence end is at 0.5 s
+    assert la.buffer_offset == 6.5  # cut after "thirteen" (last commit), not at "one."
