@@ -14,8 +14,10 @@ the close code of the error's class (see :mod:`ingest.errors`).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import Any
 
 import numpy as np
 from pydantic import ValidationError
@@ -83,11 +85,11 @@ class ServerProtocol:
         events, self._events = self._events, []
         return events
 
-    def _guard(self, handler: object, payload: str | bytes) -> None:
+    def _guard(self, handler: Callable[[Any], None], payload: str | bytes) -> None:
         if self.state in (State.CLOSING, State.CLOSED):
             return  # nothing the client says after close can change the outcome
         try:
-            handler(payload)  # type: ignore[operator]
+            handler(payload)
         except RayscribeError as e:
             self.fail(e)
 
