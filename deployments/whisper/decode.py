@@ -62,9 +62,10 @@ class GreedyDecoder:
         mask = torch.zeros(vocab, dtype=torch.bool)
         mask[[t for t in suppress_ids + specials if t < vocab]] = True
         mask[sp.timestamp_begin :] = True  # decoding runs with <|notimestamps|>
-        self.suppress = mask
-        self.suppress_begin = mask.clone()
-        self.suppress_begin[suppress_ids_begin] = True
+        begin = mask.clone()
+        begin[suppress_ids_begin] = True
+        device = next(model.parameters()).device
+        self.suppress, self.suppress_begin = mask.to(device), begin.to(device)
         self.alignment_heads = alignment_heads
 
     def prefix(self, prompt: str) -> list[int]:
@@ -92,16 +93,11 @@ class GreedyDecoder:
         device = mel.device
         forced_toks = [self.forced_tokens(f) for f in (forced or [""] * len(prompts))]
         prefixes = [self.prefix(p) + f for p, f in zip(prompts, forced_toks, strict=True)]
-        batch, width = len(prefixes), max(len(p) for p in prefixes)
-        tokens = torch.zeros(batch, width, dtype=torch.long)
-        valid = torch.zeros(batch, width, dtype=torch.bool)
-        for i, p in enumerate(prefixes):
-            tokens[i, width - len(p) :] = torch.tensor(p)
-            valid[i, width - len(p) :] = True
-        tokens, valid = tokens.to(device), valid.to(device)
+        tokens, valid = _left_pad(prefixes, device)
+        batch, width = tokens.shape
         positions = (valid.long().cumsum(dim=1) - 1).clamp_min(0)
-        cache = self.model.decoder.new_cache(self.model.encoder(mel))
         decoder = self.model.decoder
+        cache = decoder.new_cache(self.model.encoder(mel))
         hidden, qks = decoder(tokens, positions, valid, cache)
         # the <|startoftranscript|> position predicts no-speech; the last one the next token
         sot_at = torch.tensor([width - 2 - len(f) for f in forced_toks], device=device)
@@ -110,26 +106,12 @@ class GreedyDecoder:
         last = decoder.logits(hidden[:, -1]).float()
         prefix_align = torch.stack([qks[layer][:, head] for layer, head in self.alignment_heads], dim=1)
         rows = [self._forced_row(f, prefix_align[i], width) for i, f in enumerate(forced_toks)]
-        first_mask = torch.stack([self.suppress if f else self.suppress_begin for f in forced_toks]).to(
-            device
-        )
+        first_mask = torch.stack([self.suppress if f else self.suppress_begin for f in forced_toks])
         limit = min(self.opts.max_new_tokens, self.model.dims.n_text_ctx - width)
         next_pos = positions[:, -1:] + 1
         for step in range(limit):
-            last = last.masked_fill(first_mask if step == 0 else self.suppress.to(device), -np.inf)
-            logp = last.log_softmax(dim=-1)
-            choice = logp.argmax(dim=-1)
-            align = self._alignment_rows(qks)
-            for i, row in enumerate(rows):
-                if row.done:
-                    continue
-                row.qk.append(align[i])
-                token = int(choice[i])
-                if token == self.tok.special.eot:
-                    row.done = True
-                else:
-                    row.tokens.append(token)
-                    row.logprobs.append(float(logp[i, token]))
+            logp = last.masked_fill(first_mask if step == 0 else self.suppress, -np.inf).log_softmax(dim=-1)
+            self._append(rows, logp, self._alignment_rows(qks))
             if all(r.done for r in rows) or step == limit - 1:
                 break
             feed = torch.tensor(
@@ -143,6 +125,19 @@ class GreedyDecoder:
             self._finish(r, n, off, float(ns))
             for r, n, off, ns in zip(rows, n_frames, offsets, no_speech.tolist(), strict=True)
         ]
+
+    def _append(self, rows: list[_Row], logp: torch.Tensor, align: torch.Tensor) -> None:
+        """Extend each unfinished row with its greedy choice and that step's alignment row."""
+        choice = logp.argmax(dim=-1).tolist()
+        for i, row in enumerate(rows):
+            if row.done:
+                continue
+            row.qk.append(align[i])
+            if choice[i] == self.tok.special.eot:
+                row.done = True
+            else:
+                row.tokens.append(choice[i])
+                row.logprobs.append(float(logp[i, choice[i]]))
 
     def _alignment_rows(self, qks: list[torch.Tensor]) -> torch.Tensor:
         """(B, heads, audio_ctx) scores of the alignment heads at the last position."""
@@ -192,3 +187,14 @@ class GreedyDecoder:
                 if a == b == c:
                     return start + period
         return None
+
+
+def _left_pad(prefixes: list[list[int]], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids (B, width), left-padded, and the mask of real (non-padding) positions."""
+    width = max(len(p) for p in prefixes)
+    tokens = torch.zeros(len(prefixes), width, dtype=torch.long)
+    valid = torch.zeros(len(prefixes), width, dtype=torch.bool)
+    for i, p in enumerate(prefixes):
+        tokens[i, width - len(p) :] = torch.tensor(p)
+        valid[i, width - len(p) :] = True
+    return tokens.to(device), valid.to(device)
