@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from deployments.streaming import LocalAgreement, PolicyConfig, Update
+from deployments.streaming import SAMPLE_RATE, LocalAgreement, PolicyConfig, Update
 from deployments.transcript import DecodeRequest, Hypothesis, Word
 from ingest import messages as m
 from ingest.errors import InternalError, Overloaded, RayscribeError
@@ -110,12 +110,10 @@ class StreamSession:
                 async with self._lock:
                     if not self.policy.ready() or self.protocol.state >= State.CLOSING:
                         continue
-                    if self.policy.overflowing():
-                        raise Overloaded("the stream fell more than 30 s behind real time")
-                    request = self.policy.request()
+                    request = self._next_request()
                     hyp = await self._decode(request)
                     update = self.policy.apply(hyp)
-                    self._emit(update, request.offset + len(request.audio) / 16000)
+                    self._emit(update, request.offset + len(request.audio) / SAMPLE_RATE)
                 await self._pump()
                 if self.policy.ready():
                     self._wake.set()
@@ -131,11 +129,13 @@ class StreamSession:
         async with self._lock:
             if len(self.policy.buffer) == 0:
                 return
-            if self.policy.overflowing():
-                raise Overloaded("the stream fell more than 30 s behind real time")
-            request = self.policy.request()
-            hyp = await self._decode(request)
+            hyp = await self._decode(self._next_request())
             self._emit(self.policy.flush(hyp), self.policy.audio_end)
+
+    def _next_request(self) -> DecodeRequest:
+        if self.policy.overflowing():
+            raise Overloaded("the stream fell more than 30 s behind real time")
+        return self.policy.request()
 
     async def _decode(self, request: DecodeRequest) -> Hypothesis:
         started = time.perf_counter()
