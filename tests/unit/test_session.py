@@ -27,11 +27,13 @@ class ScriptedSocket:
         self.sent: list[dict[str, object]] = []
         self.close_code: int | None = None
         self.gone = asyncio.Event()
+        self.drained = asyncio.Event()  # everything scripted has been delivered
 
     async def receive(self) -> str | bytes | None:
         if self.incoming:
             await asyncio.sleep(0)
             return self.incoming.pop(0)
+        self.drained.set()
         await self.gone.wait()  # a client that stays connected until the server closes
         return None
 
@@ -52,8 +54,8 @@ async def counting_decoder(req: DecodeRequest) -> Hypothesis:
     )
 
 
-def run(incoming: list[str | bytes], decode=counting_decoder) -> ScriptedSocket:  # type: ignore[no-untyped-def]
-    sock = ScriptedSocket(incoming)
+def run(incoming: list[str | bytes], decode=counting_decoder, sock=None) -> ScriptedSocket:  # type: ignore[no-untyped-def]
+    sock = sock or ScriptedSocket(incoming)
     session = StreamSession("s1", sock, decode, PolicyConfig(step_s=1.0), Limits())
     asyncio.run(session.run())
     return sock
@@ -109,3 +111,18 @@ def test_decoder_failure_is_an_internal_error_without_details() -> None:
 def test_bad_frame_mid_stream_closes_with_its_code() -> None:
     sock = run([START, *audio_frames(0.5), b"\x01\x02\x03"])
     assert sock.sent[-1]["code"] == "unsupported_audio" and sock.close_code == 1003
+
+
+def test_stream_that_falls_30_s_behind_is_closed_overloaded() -> None:
+    """The first decode is held until 40 s of audio has arrived: more than the model's
+    window, so the stream is refused with 1013 instead of silently dropping audio."""
+    sock = ScriptedSocket([START, *audio_frames(40.0)])
+
+    async def stuck(req: DecodeRequest) -> Hypothesis:
+        await sock.drained.wait()
+        return await counting_decoder(req)
+
+    run([], decode=stuck, sock=sock)
+    err = sock.sent[-1]
+    assert err["type"] == "error" and err["code"] == "overloaded"
+    assert sock.close_code == 1013
