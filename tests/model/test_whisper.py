@@ -96,8 +96,9 @@ def test_word_timestamps_agree_with_reference(engine, faster_whisper) -> None:  
     assert np.all(np.diff(starts) >= 0)
     assert all(w.end >= w.start for w in hyp.words)
     assert hyp.words[-1].end - 100.0 <= len(audio) / 16000 + 0.05
-    # faster-whisper post-adjusts boundaries (pauses, long words); starts still agree closely
-    assert float(np.median(np.abs(starts - np.array([w.start for w in ref])))) < 0.1
+    # same DTW over the same alignment heads: every word starts on the same 20 ms frame
+    # (faster-whisper only post-clips some ends, e.g. the last word's)
+    assert float(np.abs(starts - np.array([w.start for w in ref])).max()) < 0.021
 
 
 def test_batched_decode_equals_one_by_one(engine, evalset) -> None:  # type: ignore[no-untyped-def]
