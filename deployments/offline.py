@@ -1,4 +1,4 @@
-"""Offline (non-streaming) long-form transcription: sequential 30 s windows.
+"""Offline (non-streaming) long-form transcription: sequential ``WINDOW_S`` windows.
 
 The accuracy baseline for streaming: each window is decoded once, prompted with the text
 before it; the next window starts where the last confidently finished word ends.
@@ -11,8 +11,8 @@ from collections.abc import Callable
 import numpy as np
 
 from deployments.transcript import DecodeRequest, Hypothesis, Word
+from ingest.audio import TARGET_RATE as SAMPLE_RATE
 
-SAMPLE_RATE = 16000
 # Greedy decoding without timestamp tokens sometimes skips whole sentences of a full 30 s
 # window.  Pooled WER on the long-form evalset: 33 % with 30 s windows (first 4 recordings);
 # 9.8 % with 20 s and 14.6 % with 15 s windows (all 5).

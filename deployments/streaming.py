@@ -15,8 +15,9 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from deployments.transcript import DecodeRequest, Hypothesis, Word
+from ingest.audio import TARGET_RATE as SAMPLE_RATE
 
-SAMPLE_RATE = 16000
+MODEL_WINDOW_S = 30.0  # the most audio one decode can see
 _NORM = re.compile(r"[^\w']+")
 
 
@@ -138,7 +139,7 @@ class LocalAgreement:
 
     def overflowing(self) -> bool:
         """The buffer is past what the model can see at once (the stream fell behind)."""
-        return self._buffer_s() > 30.0
+        return self._buffer_s() > MODEL_WINDOW_S
 
     def _cut_at(self, t: float) -> None:
         drop = int(round((t - self.buffer_offset) * SAMPLE_RATE))
