@@ -13,9 +13,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from deployments.streaming import SAMPLE_RATE, LocalAgreement, PolicyConfig, Update
+from deployments.streaming import LocalAgreement, PolicyConfig, Update
 from deployments.transcript import DecodeRequest, Hypothesis, Word
 from ingest import messages as m
+from ingest.audio import TARGET_RATE
 from ingest.errors import InternalError, Overloaded, RayscribeError
 from ingest.protocol import (
     AudioEvent,
@@ -113,7 +114,7 @@ class StreamSession:
                     request = self._next_request()
                     hyp = await self._decode(request)
                     update = self.policy.apply(hyp)
-                    self._emit(update, request.offset + len(request.audio) / SAMPLE_RATE)
+                    self._emit(update, request.offset + len(request.audio) / TARGET_RATE)
                 await self._pump()
                 if self.policy.ready():
                     self._wake.set()
