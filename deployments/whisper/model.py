@@ -100,17 +100,6 @@ class LayerCache:
     self_k: Tensor | None = None
     self_v: Tensor | None = None
 
-    def select(self, rows: Tensor) -> LayerCache:
-        def pick(t: Tensor | None) -> Tensor | None:
-            return None if t is None else t.index_select(0, rows)
-
-        return LayerCache(
-            self.cross_k.index_select(0, rows),
-            self.cross_v.index_select(0, rows),
-            pick(self.self_k),
-            pick(self.self_v),
-        )
-
 
 class DecoderBlock(nn.Module):
     def __init__(self, n_state: int, n_head: int) -> None:
