@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from ingest import messages as m
@@ -121,9 +121,9 @@ async def stream_audio(
 
 
 async def _send_audio(
-    ws: object, samples: np.ndarray, rate: int, opts: StreamOptions, result: StreamResult
+    ws: ClientConnection, samples: np.ndarray, rate: int, opts: StreamOptions, result: StreamResult
 ) -> None:
-    send = ws.send  # type: ignore[attr-defined]
+    send = ws.send
     step = max(1, int(opts.chunk_s * rate))
     for start in range(0, len(samples), step):
         chunk = samples[start : start + step]
