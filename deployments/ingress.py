@@ -19,9 +19,8 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 from deployments.session import StreamSession
 from deployments.streaming import PolicyConfig
 from deployments.transcript import DecodeRequest, Hypothesis
-from ingest import messages as m
 from ingest.errors import ModelError, Overloaded
-from ingest.protocol import Limits
+from ingest.protocol import Limits, ServerProtocol
 
 log = logging.getLogger("ray.serve")
 STREAM_PATH = "/v1/stream"
@@ -82,9 +81,11 @@ class Ingress:
         await ws.accept()
         transport = _SocketTransport(ws)
         if self.active >= self.config.max_sessions:
-            error = Overloaded(f"this replica already serves {self.active} streams; retry later")
-            await transport.send_text(m.Error(code=error.code, message=error.message).model_dump_json())
-            await transport.close(error.close_code)
+            refusal = ServerProtocol(self.limits)
+            refusal.fail(Overloaded(f"this replica already serves {self.active} streams; retry later"))
+            for text in refusal.data_to_send():
+                await transport.send_text(text)
+            await transport.close(refusal.close_code or Overloaded.close_code)
             return
         self.active += 1
         try:
