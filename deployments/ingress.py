@@ -6,6 +6,8 @@ class on the route methods that Serve rewrites.
 
 import asyncio
 import logging
+import random
+import time
 import uuid
 from typing import Any
 
@@ -13,10 +15,12 @@ from fastapi import FastAPI, WebSocket
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from ray.serve.handle import DeploymentHandle
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from deployments.session import StreamSession
+from deployments.store import SessionStore, StoreConfig
 from deployments.streaming import PolicyConfig
 from deployments.transcript import DecodeRequest, Hypothesis
 from ingest.errors import ModelError, Overloaded
@@ -24,7 +28,13 @@ from ingest.protocol import Limits, ServerProtocol
 
 log = logging.getLogger("ray.serve")
 STREAM_PATH = "/v1/stream"
-_RETRYABLE = (ActorDiedError, ActorUnavailableError, RayActorError)
+_RETRYABLE = (
+    ActorDiedError,
+    ActorUnavailableError,
+    RayActorError,
+    BackPressureError,
+    DeploymentUnavailableError,
+)
 
 
 class IngressConfig(BaseModel):
@@ -33,7 +43,9 @@ class IngressConfig(BaseModel):
     policy: PolicyConfig = PolicyConfig()
     max_sessions: int = Field(64, ge=1)  # per ingress replica; more are refused with 1013
     max_frame_bytes: int = Field(512 * 1024, ge=1024)
-    decode_retries: int = Field(2, ge=0, le=10)  # on ASR replica death
+    # a failed decode (ASR replica died or restarting) is retried, with backoff, this long
+    decode_retry_budget_s: float = Field(30.0, ge=0.0, le=600.0)
+    store: StoreConfig = StoreConfig()
 
 
 class _SocketTransport:
@@ -70,11 +82,29 @@ class Ingress:
         self.asr = asr
         self.config = IngressConfig.model_validate(config or {})
         self.limits = Limits(max_frame_bytes=self.config.max_frame_bytes)
-        self.active = 0
+        self.store = SessionStore(self.config.store)
+        self.sessions: set[StreamSession] = set()
+
+    @property
+    def active(self) -> int:
+        return len(self.sessions)
 
     @app.get("/healthz")
     async def healthz(self) -> dict[str, Any]:
-        return {"status": "ok", "active_sessions": self.active}
+        return {"status": "ok", "active_sessions": self.active, "store_available": self.store.available}
+
+    async def drain(self, reason: str = "server restart") -> int:
+        """Persist every session, tell its client to resume elsewhere, close with 1012."""
+        sessions = list(self.sessions)
+        await asyncio.gather(*(s.drain(reason) for s in sessions), return_exceptions=True)
+        return len(sessions)
+
+    async def __del__(self) -> None:
+        # Serve runs this only once no request is ongoing (an open socket is one), so it is a
+        # last resort; with sockets open the replica is killed at graceful_shutdown_timeout_s
+        # and clients resume from the state every commit already persisted.
+        await self.drain("replica shutting down")
+        await self.store.aclose()
 
     @app.websocket(STREAM_PATH)
     async def stream(self, ws: WebSocket) -> None:
@@ -87,21 +117,29 @@ class Ingress:
                 await transport.send_text(text)
             await transport.close(refusal.close_code or Overloaded.close_code)
             return
-        self.active += 1
+        session = StreamSession(
+            uuid.uuid4().hex, transport, self._decode, self.config.policy, self.limits, self.store
+        )
+        self.sessions.add(session)
         try:
-            session = StreamSession(
-                uuid.uuid4().hex, transport, self._decode, self.config.policy, self.limits
-            )
             await session.run()
         finally:
-            self.active -= 1
+            self.sessions.discard(session)
 
     async def _decode(self, request: DecodeRequest) -> Hypothesis:
-        for attempt in range(self.config.decode_retries + 1):
+        """Decode on any ASR replica; a dead or restarting one delays the stream (retried with
+        backoff within ``decode_retry_budget_s``) instead of ending it."""
+        deadline = time.monotonic() + self.config.decode_retry_budget_s
+        delay, attempt = 0.1, 0
+        while True:
             try:
                 result: Hypothesis = await self.asr.transcribe.remote(request)
                 return result
             except _RETRYABLE as e:
-                log.warning("ASR replica failed (%s); retry %d", type(e).__name__, attempt + 1)
-                await asyncio.sleep(0.1 * (attempt + 1))
-        raise ModelError("no ASR replica could decode the stream")
+                attempt += 1
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise ModelError("no ASR replica could decode the stream") from e
+                log.warning("ASR call failed (%s); retry %d in %.1f s", type(e).__name__, attempt, delay)
+                await asyncio.sleep(min(left, delay * (0.5 + random.random())))
+                delay = min(delay * 2, 2.0)

@@ -7,6 +7,7 @@ python -m deployments.local demo [WAV]       # serve, stream the sample live, st
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
@@ -17,10 +18,12 @@ from typing import Any
 
 from ray import serve
 
+from cluster.redis_server import EmbeddedRedis
 from cluster.runtime import init_local_ray
 from cluster.serve_config import load_serve_config, merge
 from deployments.app import compose
 from deployments.ingress import STREAM_PATH
+from deployments.store import REDIS_URL_ENV
 from ingest.cli import SAMPLE_WAV, stream_main
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "ray_config.yaml"
@@ -44,8 +47,10 @@ def start_local(
     overrides: dict[str, dict[str, Any]] | None = None,
     args_override: dict[str, Any] | None = None,
     num_cpus: int | None = None,
+    redis_url: str | None = None,
 ) -> str:
-    """Start local Ray + Serve with the app of ``config_path``; return the stream URL."""
+    """Start local Ray + Serve with the app of ``config_path``; return the stream URL.
+    ``redis_url`` points the session store at a server (else the config's, or the env's)."""
     cfg = load_serve_config(config_path)
     app_cfg = cfg.applications[0]
     options = app_cfg.options()
@@ -56,7 +61,10 @@ def start_local(
     init_local_ray(cpus)
     host, port = cfg.http_options.host, port or cfg.http_options.port
     serve.start(http_options={"host": host, "port": port})
-    app = compose(merge(app_cfg.args, args_override or {}), options)
+    args = merge(app_cfg.args, args_override or {})
+    if redis_url:
+        args = merge(args, {"ingress": {"store": {"url": redis_url}}})
+    app = compose(args, options)
     serve.run(app, name=app_cfg.name, route_prefix=app_cfg.route_prefix)
     return f"ws://{host}:{port}{STREAM_PATH}"
 
@@ -73,18 +81,22 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     print("starting local Ray + Serve (first start takes ~30 s)...", flush=True)
     overrides = {"ASRModel": {"ray_actor_options": {"num_gpus": args.gpus}}} if args.gpus else None
-    url = start_local(args.config, args.port, overrides)
-    print(f"rayscribe is serving at {url}", flush=True)
-    if args.command == "demo":
-        result = stream_main(url, args.wav, args.fast, interim=True)
-        print(f"\nTranscript: {result.text}")
-        serve.shutdown()  # type: ignore[no-untyped-call]
-        return 0 if result.error is None else 1
-    stop = threading.Event()
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    stop.wait()
-    serve.shutdown()  # type: ignore[no-untyped-call]
+    with contextlib.ExitStack() as stack:
+        redis_url = os.environ.get(REDIS_URL_ENV)
+        if not redis_url:  # the embedded default runs its own Redis, stopped on exit
+            redis_url = stack.enter_context(EmbeddedRedis()).url
+            print(f"session store: embedded redis-server at {redis_url}", flush=True)
+        url = start_local(args.config, args.port, overrides, redis_url=redis_url)
+        stack.callback(serve.shutdown)
+        print(f"rayscribe is serving at {url}", flush=True)
+        if args.command == "demo":
+            result = stream_main(url, args.wav, args.fast, interim=True)
+            print(f"\nTranscript: {result.text}")
+            return 0 if result.error is None else 1
+        stop = threading.Event()
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        stop.wait()
     return 0
 
 

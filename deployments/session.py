@@ -2,28 +2,34 @@
 
 Transport-agnostic: it talks to the socket through the small :class:`Transport` protocol,
 and to the model through an async ``decode`` callable, so it can run against a fake socket.
+With a :class:`SessionStore`, a v1.1 session is durable: each final is persisted with the
+offset it advances before it is sent, and a later connection can ``resume`` it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from deployments.session_state import SessionWriter
+from deployments.store import NewSession, Progress, SessionStore, hash_token
 from deployments.streaming import LocalAgreement, PolicyConfig, Update
 from deployments.transcript import DecodeRequest, Hypothesis, Word
 from ingest import messages as m
 from ingest.audio import TARGET_RATE
-from ingest.errors import InternalError, Overloaded, RayscribeError
+from ingest.errors import InternalError, Overloaded, RayscribeError, StoreUnavailable
 from ingest.protocol import (
     AudioEvent,
     CloseEvent,
     Event,
     FinalizeEvent,
     Limits,
+    ResumeEvent,
     ServerProtocol,
     StartEvent,
     State,
@@ -51,9 +57,17 @@ class _Stats:
 
 class StreamSession:
     def __init__(
-        self, session_id: str, transport: Transport, decode: Decode, policy: PolicyConfig, limits: Limits
+        self,
+        session_id: str,
+        transport: Transport,
+        decode: Decode,
+        policy: PolicyConfig,
+        limits: Limits,
+        store: SessionStore | None = None,
     ) -> None:
         self.session_id = session_id
+        self.store = store
+        self.writer: SessionWriter | None = None
         self.transport = transport
         self.decode = decode
         self.protocol = ServerProtocol(limits)
@@ -87,10 +101,17 @@ class StreamSession:
         finally:
             if self._worker is not None:
                 self._worker.cancel()
+            if self.writer is not None:
+                # a dropped connection: keep what is committed; the session stays resumable
+                await self.writer.stop()
 
     async def _on_event(self, event: Event) -> None:
         if isinstance(event, StartEvent):
-            self.protocol.send(m.Ready(session_id=self.session_id))
+            token = self._start_writer(event.config)
+            self.protocol.send(m.Ready(session_id=self.session_id, resume_token=token))
+            self._worker = asyncio.create_task(self._decode_loop())
+        elif isinstance(event, ResumeEvent):
+            await self._resume(event.request)
             self._worker = asyncio.create_task(self._decode_loop())
         elif isinstance(event, AudioEvent):
             self.policy.add_audio(event.samples)
@@ -101,7 +122,71 @@ class StreamSession:
             self.protocol.send(m.Flushed(audio_end=round(self.policy.audio_end, 3)))
         elif isinstance(event, CloseEvent):
             await self._flush()
+            if self.writer is not None:
+                await self.writer.close()
             self.protocol.send_closed(self._summary())
+
+    def _start_writer(self, config: m.Start) -> str | None:
+        """A v1.1 session with a store is durable: return its resume token."""
+        if self.store is None or not self.protocol.resumable:
+            return None
+        token = secrets.token_urlsafe(24)
+        self.writer = SessionWriter(
+            self.store,
+            self.session_id,
+            epoch=1,
+            next_seq=0,
+            progress=Progress(0.0, [], 0),
+            on_ack=self._ack,
+            on_lost=self._fail,
+            new=NewSession(config, hash_token(token)),
+        )
+        self.writer.start()
+        return token
+
+    async def _resume(self, request: m.Resume) -> None:
+        if self.store is None:
+            raise StoreUnavailable("this server keeps no session state; start a new session")
+        record = await self.store.resume(request.session_id, request.resume_token, request.last_seq)
+        self.session_id = record.session_id
+        self.protocol.accept_resume(record.config)
+        self.policy.restore(record.progress.offset, record.progress.context)
+        self.stats.finals, self.stats.words = record.next_seq, record.progress.words
+        self.writer = SessionWriter(
+            self.store,
+            self.session_id,
+            record.epoch,
+            record.next_seq,
+            record.progress,
+            on_ack=self._ack,
+            on_lost=self._fail,
+        )
+        self.writer.start()
+        offset = round(record.progress.offset, 6)
+        resumed = m.Resumed(session_id=self.session_id, audio_offset=offset, next_seq=record.next_seq)
+        self.protocol.send(resumed)
+        for final in record.missed:
+            self.protocol.send(final)
+        log.info(
+            "session %s resumed at %.2f s (epoch %d, %d missed finals)",
+            self.session_id,
+            offset,
+            record.epoch,
+            len(record.missed),
+        )
+
+    async def _ack(self, offset: float) -> None:
+        if self.protocol.state == State.STREAMING:
+            self.protocol.send(m.Ack(audio_offset=round(offset, 6)))
+            await self._pump()
+
+    async def drain(self, reason: str) -> None:
+        """This replica is going away: persist, tell a v1.1 client to resume elsewhere, close 1012."""
+        async with self._lock:  # not in the middle of a commit
+            if self.writer is not None:
+                await self.writer.stop()
+            self.protocol.reconnect(reason)
+        await self._pump()
 
     async def _decode_loop(self) -> None:
         try:
@@ -114,7 +199,7 @@ class StreamSession:
                     request = self._next_request()
                     hyp = await self._decode(request)
                     update = self.policy.apply(hyp)
-                    self._emit(update, request.offset + len(request.audio) / TARGET_RATE)
+                    await self._emit(update, request.offset + len(request.audio) / TARGET_RATE)
                 await self._pump()
                 if self.policy.ready():
                     self._wake.set()
@@ -131,7 +216,7 @@ class StreamSession:
             if len(self.policy.buffer) == 0:
                 return
             hyp = await self._decode(self._next_request())
-            self._emit(self.policy.flush(hyp), self.policy.audio_end)
+            await self._emit(self.policy.flush(hyp), self.policy.audio_end)
 
     def _next_request(self) -> DecodeRequest:
         if self.policy.overflowing():
@@ -145,11 +230,17 @@ class StreamSession:
         self.stats.decode_seconds += time.perf_counter() - started
         return hyp
 
-    def _emit(self, update: Update, audio_end: float) -> None:
-        if update.committed:
-            self.protocol.send(_final(self.stats.finals, update.committed))
+    async def _emit(self, update: Update, audio_end: float) -> None:
+        finals = [_final(self.stats.finals, update.committed)] if update.committed else []
+        if finals:
             self.stats.finals += 1
             self.stats.words += len(update.committed)
+        if self.writer is not None and (finals or self.policy.buffer_offset > self.writer.progress.offset):
+            # durable before it is sent: a resumed connection replays it, never re-decodes it
+            progress = Progress(self.policy.buffer_offset, self.policy.context(), self.stats.words)
+            await self.writer.commit(finals, progress)
+        for final in finals:
+            self.protocol.send(final)
         config = self.protocol.config
         if config is not None and config.interim_results and self.protocol.state == State.STREAMING:
             words = update.partial

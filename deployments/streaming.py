@@ -70,6 +70,24 @@ class LocalAgreement:
         """A step's worth of new audio is waiting to be decoded."""
         return self.undecoded_s >= self.config.step_s
 
+    def context(self) -> list[Word]:
+        """The committed words a restored session needs: those inside the buffer (the forced
+        prefix) and enough before it for the prompt and the repeat check."""
+        inside = sum(1 for w in self.committed if w.start >= self.buffer_offset)
+        keep, chars = len(self.committed) - inside, 0
+        while keep > 0 and (chars < self.config.prompt_chars or len(self.committed) - keep < 5):
+            keep -= 1
+            chars += len(self.committed[keep].text)
+        return self.committed[keep:]
+
+    def restore(self, offset: float, context: list[Word]) -> None:
+        """Continue a session from durable state: audio resumes at ``offset``."""
+        self.buffer = np.zeros(0, dtype=np.float32)
+        self.buffer_offset = offset
+        self.committed = list(context)
+        self.pending = []
+        self.undecoded_s = 0.0
+
     def request(self) -> DecodeRequest:
         """What to decode now: the whole buffer, prompted with earlier committed text."""
         self.undecoded_s = 0.0

@@ -6,7 +6,11 @@
     ├── ProtocolError            client broke protocol v1           close 1002
     │   └── MessageTooBig        frame over the size limit           close 1009
     ├── UnsupportedAudio         encoding/rate/channels/samples bad  close 1003
-    ├── SessionNotFound          resume of an unknown session        close 4404
+    ├── SessionNotFound          resume of an unknown/expired session close 4404
+    │   └── SessionClosed        resume of a session that was closed close 4410
+    ├── InvalidResumeToken       resume token does not match         close 4403
+    ├── ResumeConflict           another connection resumed it       close 4409
+    ├── StoreUnavailable         session store (Redis) unreachable   close 4503
     ├── Overloaded               server cannot take the stream now   close 1013
     ├── ConfigError              bad configuration value             (not a close)
     ├── ModelError               the ASR model failed to load / run  close 1011
@@ -63,6 +67,34 @@ class SessionNotFound(RayscribeError):
     close_code = 4404
 
 
+class SessionClosed(SessionNotFound):
+    """A client asked to resume a session that already ended with ``close``."""
+
+    code = "session_closed"
+    close_code = 4410
+
+
+class InvalidResumeToken(RayscribeError):
+    """The resume token does not match the session's."""
+
+    code = "invalid_resume_token"
+    close_code = 4403
+
+
+class ResumeConflict(RayscribeError):
+    """Another connection resumed this session (fencing): this one may no longer write it."""
+
+    code = "resume_conflict"
+    close_code = 4409
+
+
+class StoreUnavailable(RayscribeError):
+    """The session store (Redis) cannot be reached: resume is unavailable until it returns."""
+
+    code = "store_unavailable"
+    close_code = 4503
+
+
 class Overloaded(RayscribeError):
     """The server cannot accept or keep up with the stream right now; retry later."""
 
@@ -89,3 +121,4 @@ class InternalError(RayscribeError):
 
 
 CLOSE_NORMAL = 1000
+CLOSE_SERVICE_RESTART = 1012  # the server is draining this replica: reconnect and resume

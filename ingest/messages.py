@@ -9,12 +9,20 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-PROTOCOL_VERSION = "v1"
+Protocol = Literal["v1", "v1.1"]
+PROTOCOL_VERSION: Protocol = "v1"
+PROTOCOL_V1_1: Protocol = "v1.1"  # adds resume: resume_token, ack, resume/resumed, reconnect
 Encoding = Literal["pcm_s16le", "f32le"]
 
 
 class _Message(BaseModel):
+    # the server validates client messages strictly: a typo is an error, not ignored
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _ServerMessage(BaseModel):
+    # clients tolerate fields added by newer servers (forward compatible)
+    model_config = ConfigDict(extra="ignore", frozen=True)
 
 
 # --- client -> server -------------------------------------------------------------------
@@ -26,6 +34,17 @@ class Start(_Message):
     encoding: Encoding = "pcm_s16le"
     channels: Literal[1] = 1
     interim_results: bool = True
+    # "v1.1": the session is resumable (ready carries a resume_token, the server sends acks)
+    protocol: Protocol = PROTOCOL_VERSION
+
+
+class Resume(_Message):
+    """Instead of ``start``: continue a session after a dropped connection (v1.1)."""
+
+    type: Literal["resume"] = "resume"
+    session_id: str = Field(min_length=1, max_length=64)
+    resume_token: str = Field(min_length=1, max_length=128)
+    last_seq: int = Field(-1, ge=-1)  # highest final seq the client holds; -1: none
 
 
 class Finalize(_Message):
@@ -44,28 +63,29 @@ class KeepAlive(_Message):
     type: Literal["keepalive"] = "keepalive"
 
 
-ClientMessage = Annotated[Start | Finalize | Close | KeepAlive, Field(discriminator="type")]
-CLIENT_MESSAGE: TypeAdapter[Start | Finalize | Close | KeepAlive] = TypeAdapter(ClientMessage)
+ClientMessage = Annotated[Start | Resume | Finalize | Close | KeepAlive, Field(discriminator="type")]
+CLIENT_MESSAGE: TypeAdapter[Start | Resume | Finalize | Close | KeepAlive] = TypeAdapter(ClientMessage)
 
 
 # --- server -> client -------------------------------------------------------------------
 
 
-class WordTiming(_Message):
+class WordTiming(_ServerMessage):
     word: str
     start: float
     end: float
     probability: float
 
 
-class Ready(_Message):
+class Ready(_ServerMessage):
     type: Literal["ready"] = "ready"
     session_id: str
     protocol: str = PROTOCOL_VERSION
     sample_rate: int = 16000  # what the server transcribes at (it resamples)
+    resume_token: str | None = None  # v1.1: present it in ``resume`` to continue this session
 
 
-class Partial(_Message):
+class Partial(_ServerMessage):
     """Unstable text after the committed part; replaced by the next partial."""
 
     type: Literal["partial"] = "partial"
@@ -75,7 +95,7 @@ class Partial(_Message):
     audio_end: float  # stream seconds of audio this hypothesis has seen
 
 
-class Final(_Message):
+class Final(_ServerMessage):
     """Committed text: never revised, never repeated."""
 
     type: Literal["final"] = "final"
@@ -86,20 +106,47 @@ class Final(_Message):
     words: list[WordTiming]
 
 
-class Flushed(_Message):
+class Flushed(_ServerMessage):
     """Sent after every ``finalize``: all audio up to ``audio_end`` has been committed."""
 
     type: Literal["flushed"] = "flushed"
     audio_end: float
 
 
-class Error(_Message):
+class Ack(_ServerMessage):
+    """v1.1: all audio before ``audio_offset`` (stream seconds) is committed and persisted;
+    the client may drop it from its replay buffer."""
+
+    type: Literal["ack"] = "ack"
+    audio_offset: float
+
+
+class Resumed(_ServerMessage):
+    """v1.1 answer to ``resume``: resend audio from ``audio_offset``; finals the client
+    missed (seq > last_seq) follow this message."""
+
+    type: Literal["resumed"] = "resumed"
+    session_id: str
+    audio_offset: float
+    next_seq: int  # seq of the next final; missed ones before it follow
+    protocol: str = PROTOCOL_V1_1
+    sample_rate: int = 16000
+
+
+class Reconnect(_ServerMessage):
+    """v1.1: this replica is going away; reconnect and resume (the close code is 1012)."""
+
+    type: Literal["reconnect"] = "reconnect"
+    reason: str
+
+
+class Error(_ServerMessage):
     type: Literal["error"] = "error"
     code: str
     message: str
 
 
-class Summary(_Message):
+class Summary(_ServerMessage):
     session_id: str
     audio_seconds: float
     finals: int
@@ -108,10 +155,11 @@ class Summary(_Message):
     decode_seconds: float  # time spent waiting on the ASR deployment
 
 
-class Closed(_Message):
+class Closed(_ServerMessage):
     type: Literal["closed"] = "closed"
     summary: Summary
 
 
-ServerMessage = Annotated[Ready | Partial | Final | Flushed | Error | Closed, Field(discriminator="type")]
-SERVER_MESSAGE: TypeAdapter[Ready | Partial | Final | Flushed | Error | Closed] = TypeAdapter(ServerMessage)
+AnyServerMessage = Ready | Resumed | Partial | Final | Flushed | Ack | Reconnect | Error | Closed
+ServerMessage = Annotated[AnyServerMessage, Field(discriminator="type")]
+SERVER_MESSAGE: TypeAdapter[AnyServerMessage] = TypeAdapter(ServerMessage)

@@ -24,14 +24,15 @@ from pydantic import ValidationError
 
 from ingest import messages as m
 from ingest.audio import StreamResampler, decode_pcm
-from ingest.errors import CLOSE_NORMAL, MessageTooBig, ProtocolError, RayscribeError
+from ingest.errors import CLOSE_NORMAL, CLOSE_SERVICE_RESTART, MessageTooBig, ProtocolError, RayscribeError
 
 
 class State(IntEnum):
     AWAITING_START = 0
-    STREAMING = 1
-    CLOSING = 2  # client sent close; server is flushing
-    CLOSED = 3
+    RESUMING = 1  # client sent resume; the server is loading the session
+    STREAMING = 2
+    CLOSING = 3  # client sent close; server is flushing
+    CLOSED = 4
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,11 @@ class Limits:
 @dataclass(frozen=True)
 class StartEvent:
     config: m.Start
+
+
+@dataclass(frozen=True)
+class ResumeEvent:
+    request: m.Resume
 
 
 @dataclass(frozen=True)
@@ -60,7 +66,7 @@ class CloseEvent:
     pass
 
 
-Event = StartEvent | AudioEvent | FinalizeEvent | CloseEvent
+Event = StartEvent | ResumeEvent | AudioEvent | FinalizeEvent | CloseEvent
 
 
 class ServerProtocol:
@@ -102,7 +108,7 @@ class ServerProtocol:
             raise ProtocolError(f"control message is not JSON: {e.msg}") from e
         if not isinstance(raw, dict) or not isinstance(raw.get("type"), str):
             raise ProtocolError('control message must be a JSON object with a string "type"')
-        if raw["type"] not in ("start", "finalize", "close", "keepalive"):
+        if raw["type"] not in ("start", "resume", "finalize", "close", "keepalive"):
             raise ProtocolError(f"unknown message type {raw['type']!r}")
         try:
             message = m.CLIENT_MESSAGE.validate_python(raw)
@@ -110,17 +116,21 @@ class ServerProtocol:
             raise ProtocolError(f"invalid {raw['type']} message: {_first_error(e)}") from e
         self._dispatch(message)
 
-    def _dispatch(self, message: m.Start | m.Finalize | m.Close | m.KeepAlive) -> None:
+    def _dispatch(self, message: m.Start | m.Resume | m.Finalize | m.Close | m.KeepAlive) -> None:
         if isinstance(message, m.KeepAlive):
             return
-        if isinstance(message, m.Start):
+        if isinstance(message, m.Start | m.Resume):
             if self.state != State.AWAITING_START:
-                raise ProtocolError("start sent twice")
-            self.config = message
-            self._resampler = StreamResampler(message.sample_rate)
-            self.state = State.STREAMING
-            self._events.append(StartEvent(message))
+                raise ProtocolError(f"{message.type} after the stream began")
+            if isinstance(message, m.Start):
+                self._begin(message)
+                self._events.append(StartEvent(message))
+            else:
+                self.state = State.RESUMING
+                self._events.append(ResumeEvent(message))
             return
+        if self.state == State.RESUMING:
+            raise ProtocolError(f"{message.type} before resumed")
         if self.state != State.STREAMING:
             raise ProtocolError(f"{message.type} before start")
         if isinstance(message, m.Finalize):
@@ -135,10 +145,27 @@ class ServerProtocol:
         if len(data) > self.limits.max_frame_bytes:
             raise MessageTooBig(f"audio frame of {len(data)} bytes is over {self.limits.max_frame_bytes}")
         if self.state != State.STREAMING or self.config is None or self._resampler is None:
-            raise ProtocolError("audio before start")
+            before = "resumed" if self.state == State.RESUMING else "start"
+            raise ProtocolError(f"audio before {before}")
         samples = self._resampler.push(decode_pcm(data, self.config.encoding))
         if samples.size:
             self._events.append(AudioEvent(samples))
+
+    def _begin(self, config: m.Start) -> None:
+        self.config = config
+        self._resampler = StreamResampler(config.sample_rate)
+        self.state = State.STREAMING
+
+    @property
+    def resumable(self) -> bool:
+        """The client speaks v1.1: it gets a resume token and acks."""
+        return self.config is not None and self.config.protocol == m.PROTOCOL_V1_1
+
+    def accept_resume(self, config: m.Start) -> None:
+        """The session behind a ``resume`` was loaded: stream on with its original config."""
+        if self.state != State.RESUMING:
+            raise ProtocolError("accept_resume without a pending resume")
+        self._begin(config)
 
     def _flush_resampler(self) -> None:
         if self._resampler is not None:
@@ -153,7 +180,7 @@ class ServerProtocol:
         out, self._out = self._out, []
         return out
 
-    def send(self, message: m.Ready | m.Partial | m.Final | m.Flushed | m.Error | m.Closed) -> None:
+    def send(self, message: m.AnyServerMessage) -> None:
         if self.state == State.CLOSED:
             raise ProtocolError(f"cannot send {message.type}: the stream is closed")
         self._out.append(message.model_dump_json())
@@ -162,6 +189,15 @@ class ServerProtocol:
         self.send(m.Closed(summary=summary))
         self.state = State.CLOSED
         self.close_code = CLOSE_NORMAL
+
+    def reconnect(self, reason: str) -> None:
+        """Tell the client to reconnect and resume elsewhere; close with 1012."""
+        if self.state == State.CLOSED:
+            return
+        if self.resumable:
+            self._out.append(m.Reconnect(reason=reason).model_dump_json())
+        self.state = State.CLOSED
+        self.close_code = CLOSE_SERVICE_RESTART
 
     def fail(self, error: RayscribeError) -> None:
         """Queue a typed ``error`` message and close with the error's code."""
@@ -184,22 +220,31 @@ class ClientProtocol:
     def __init__(self, start: m.Start) -> None:
         self.start = start
         self.session_id: str | None = None
+        self.resume_token: str | None = None
         self.closed = False
 
     def start_message(self) -> str:
         return self.start.model_dump_json()
 
+    def resume_message(self, last_seq: int) -> str:
+        if self.session_id is None or self.resume_token is None:
+            raise ProtocolError("cannot resume: the server gave this session no resume token")
+        self.closed = False
+        resume = m.Resume(session_id=self.session_id, resume_token=self.resume_token, last_seq=last_seq)
+        return resume.model_dump_json()
+
     @staticmethod
     def control(message: m.Finalize | m.Close | m.KeepAlive) -> str:
         return message.model_dump_json()
 
-    def receive_text(self, text: str) -> m.Ready | m.Partial | m.Final | m.Flushed | m.Error | m.Closed:
+    def receive_text(self, text: str) -> m.AnyServerMessage:
         try:
             message = m.SERVER_MESSAGE.validate_json(text)
         except ValidationError as e:
             raise ProtocolError(f"server sent an invalid message: {_first_error(e)}") from e
         if isinstance(message, m.Ready):
             self.session_id = message.session_id
+            self.resume_token = message.resume_token
         elif isinstance(message, m.Closed | m.Error):
             self.closed = True
         return message

@@ -1,0 +1,137 @@
+"""One session's durable state: finals and progress written through :class:`SessionStore`.
+
+While Redis answers, :meth:`SessionWriter.commit` persists each final before the caller sends it.
+While Redis is down, commits are queued and coalesced (all pending finals + the newest progress
+go in one write) and retried in the background with backoff; the stream keeps transcribing and
+only resume is unavailable.  A heartbeat refreshes the TTL and notices fencing promptly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Awaitable, Callable
+
+from deployments.store import NewSession, Progress, SessionStore
+from ingest import messages as m
+from ingest.errors import RayscribeError, ResumeConflict, SessionNotFound, StoreUnavailable
+
+log = logging.getLogger("ray.serve")
+OnAck = Callable[[float], Awaitable[None]]
+OnLost = Callable[[RayscribeError], Awaitable[None]]
+
+
+class SessionWriter:
+    def __init__(
+        self,
+        store: SessionStore,
+        session_id: str,
+        epoch: int,
+        next_seq: int,
+        progress: Progress,
+        on_ack: OnAck,
+        on_lost: OnLost,
+        new: NewSession | None = None,
+    ) -> None:
+        self.store = store
+        self.session_id = session_id
+        self.epoch = epoch
+        self.next_seq = next_seq  # first seq not yet durable
+        self.pending: list[m.Final] = []
+        self.progress = progress
+        self.acked = progress.offset
+        self.on_ack = on_ack
+        self.on_lost = on_lost
+        self._new = new
+        self._lock = asyncio.Lock()
+        self._retry: asyncio.Task[None] | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
+        self.dead = False  # fenced or expired: never write again
+
+    def start(self) -> None:
+        self._heartbeat = asyncio.create_task(self._beat())
+
+    @property
+    def degraded(self) -> bool:
+        return self._retry is not None and not self._retry.done()
+
+    async def commit(self, finals: list[m.Final], progress: Progress) -> None:
+        """Persist ``finals`` with ``progress`` (raises :class:`ResumeConflict` when fenced).
+        While the store is down this only queues: the stream must not wait on Redis."""
+        self.pending.extend(finals)
+        self.progress = progress
+        if self.dead or self.degraded:
+            return
+        try:
+            await self._write()
+        except StoreUnavailable:
+            self._retry = asyncio.create_task(self._retry_until_written())
+
+    async def _write(self) -> None:
+        async with self._lock:
+            if self.dead:
+                return
+            batch, progress = list(self.pending), self.progress
+            try:
+                self.next_seq = await self.store.sync(
+                    self.session_id, self.epoch, self.next_seq, batch, progress, self._new
+                )
+            except (ResumeConflict, SessionNotFound) as e:
+                self.dead = True
+                if isinstance(e, ResumeConflict):
+                    raise
+                # Redis lost the keys (restarted without its AOF): keep streaming, no resume
+                log.warning("session %s: state lost from the store; resume unavailable", self.session_id)
+                return
+            self._new = None
+            del self.pending[: len(batch)]
+        if progress.offset > self.acked:
+            self.acked = progress.offset
+            await self.on_ack(progress.offset)
+
+    async def _retry_until_written(self) -> None:
+        delay = 0.2
+        while not self.dead:
+            await asyncio.sleep(delay * (0.5 + random.random()))
+            try:
+                await self._write()
+                return
+            except StoreUnavailable:
+                delay = min(delay * 2, 5.0)
+            except ResumeConflict as e:
+                await self.on_lost(e)
+                return
+
+    async def _beat(self) -> None:
+        while not self.dead:
+            await asyncio.sleep(self.store.config.heartbeat_s)
+            if self.degraded:
+                continue
+            try:
+                await self._write()
+            except StoreUnavailable:
+                self._retry = asyncio.create_task(self._retry_until_written())
+            except ResumeConflict as e:
+                await self.on_lost(e)
+                return
+
+    async def stop(self) -> None:
+        """The connection is gone: one last attempt to persist what is pending."""
+        for task in (self._heartbeat, self._retry):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if self.pending and not self.dead:
+            with contextlib.suppress(StoreUnavailable, ResumeConflict):
+                await self._write()
+
+    async def close(self) -> None:
+        """The client closed the stream: persist the last finals, then mark it closed."""
+        await self.stop()
+        if not self.dead:
+            with contextlib.suppress(StoreUnavailable):
+                await self.store.close(self.session_id, self.epoch)
+        self.dead = True
