@@ -11,6 +11,7 @@ import time
 import uuid
 from typing import Any
 
+import ray
 from fastapi import FastAPI, WebSocket
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
@@ -82,7 +83,7 @@ class Ingress:
         self.asr = asr
         self.config = IngressConfig.model_validate(config or {})
         self.limits = Limits(max_frame_bytes=self.config.max_frame_bytes)
-        self.store = SessionStore(self.config.store)
+        self.store = SessionStore(self.config.store, owner=ray.get_runtime_context().get_actor_name() or "")
         self.sessions: set[StreamSession] = set()
 
     @property

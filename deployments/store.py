@@ -5,7 +5,8 @@ Key schema (``prefix`` from config, default ``rayscribe:``)::
     {prefix}s:{id}         hash: config (the ``start`` JSON), token (sha256 of the resume token),
                            epoch (fencing), state (open|closed), offset (stream seconds where the
                            uncommitted buffer starts), context (committed words the decoder still
-                           needs: prompt + forced prefix), next_seq, words, created, updated
+                           needs: prompt + forced prefix), next_seq, words, owner (the ingress
+                           replica serving it: for operators and fault tests), created, updated
     {prefix}s:{id}:finals  list: every committed final as JSON; index == seq
 
 Every write is one Lua script, so a final and the offset it advances land together or not at all,
@@ -103,8 +104,8 @@ def _decode_words(raw: str) -> list[Word]:
     return [Word(str(t), float(s), float(e), float(p)) for t, s, e, p in json.loads(raw)]
 
 
-# KEYS: hash, finals.  ARGV: epoch, offset, context, words, now, ttl, config, token, first_seq,
-# final...  Returns {0, next_seq} or {-1} unknown, {-2, epoch} fenced, {-3} closed, {-4, next} gap.
+# KEYS: hash, finals.  ARGV: epoch, offset, context, words, now, ttl, config, token, owner,
+# first_seq, final...  Returns {0, next_seq} or {-1} unknown, {-2, epoch} fenced, {-3} closed, {-4, next} gap.
 _SYNC = """
 local cur = redis.call('HGET', KEYS[1], 'epoch')
 if not cur then
@@ -117,8 +118,8 @@ end
 if cur ~= ARGV[1] then return {-2, tonumber(cur)} end
 if redis.call('HGET', KEYS[1], 'state') == 'closed' then return {-3} end
 local next_seq = tonumber(redis.call('HGET', KEYS[1], 'next_seq'))
-local seq = tonumber(ARGV[9])
-for i = 10, #ARGV do
+local seq = tonumber(ARGV[10])
+for i = 11, #ARGV do
   if seq == next_seq then
     redis.call('RPUSH', KEYS[2], ARGV[i])
     next_seq = next_seq + 1
@@ -128,13 +129,13 @@ for i = 10, #ARGV do
   seq = seq + 1
 end
 redis.call('HSET', KEYS[1], 'next_seq', next_seq, 'offset', ARGV[2], 'context', ARGV[3],
-           'words', ARGV[4], 'updated', ARGV[5])
+           'words', ARGV[4], 'updated', ARGV[5], 'owner', ARGV[9])
 redis.call('EXPIRE', KEYS[1], ARGV[6])
 redis.call('EXPIRE', KEYS[2], ARGV[6])
 return {0, next_seq}
 """
 
-# KEYS: hash, finals.  ARGV: token hash, now, ttl, last_seq.
+# KEYS: hash, finals.  ARGV: token hash, now, ttl, last_seq, owner.
 # Returns {0, epoch, config, offset, context, words, next_seq, {missed...}} or {-1}/{-3}/{-5}.
 _RESUME = """
 local h = redis.call('HMGET', KEYS[1], 'epoch', 'state', 'token', 'config', 'offset', 'context',
@@ -143,7 +144,7 @@ if not h[1] then return {-1} end
 if h[2] == 'closed' then return {-3} end
 if h[3] ~= ARGV[1] then return {-5} end
 local epoch = redis.call('HINCRBY', KEYS[1], 'epoch', 1)
-redis.call('HSET', KEYS[1], 'updated', ARGV[2])
+redis.call('HSET', KEYS[1], 'updated', ARGV[2], 'owner', ARGV[5])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('EXPIRE', KEYS[2], ARGV[3])
 local missed = redis.call('LRANGE', KEYS[2], tonumber(ARGV[4]) + 1, -1)
@@ -163,8 +164,9 @@ return 1
 class SessionStore:
     """Async access to session state; every Redis failure surfaces as :class:`StoreUnavailable`."""
 
-    def __init__(self, config: StoreConfig | None = None) -> None:
+    def __init__(self, config: StoreConfig | None = None, owner: str = "") -> None:
         self.config = config or StoreConfig()
+        self.owner = owner  # who writes through this store (an ingress replica's actor name)
         # one quick reconnect covers a restarted Redis; more retries would only stall streams
         self.redis: Redis = Redis.from_url(
             self.config.resolved_url(),
@@ -215,6 +217,7 @@ class SessionStore:
             self.config.session_ttl_s,
             new.config.model_dump_json() if new else "",
             new.token_hash if new else "",
+            self.owner,
             first_seq,
             *(f.model_dump_json() for f in finals),
         ]
@@ -232,7 +235,13 @@ class SessionStore:
 
     async def resume(self, session_id: str, token: str, last_seq: int) -> SessionRecord:
         """Take the session over: bump its epoch (fencing out any older connection) and load it."""
-        args: list[str | int] = [hash_token(token), repr(time.time()), self.config.session_ttl_s, last_seq]
+        args: list[str | int] = [
+            hash_token(token),
+            repr(time.time()),
+            self.config.session_ttl_s,
+            last_seq,
+            self.owner,
+        ]
         res = await self._run("resume", self._resume(keys=self._keys(session_id), args=args))
         code = int(res[0])
         if code == -1:

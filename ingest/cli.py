@@ -10,7 +10,17 @@ from pathlib import Path
 from typing import TextIO
 
 from ingest import messages as m
-from ingest.client import DEFAULT_URL, OnMessage, StreamOptions, StreamResult, stream_file
+from ingest.client import (
+    DEFAULT_URL,
+    AudioGap,
+    ClientEvent,
+    OnMessage,
+    Reconnecting,
+    SessionResumed,
+    StreamOptions,
+    StreamResult,
+    stream_file,
+)
 from ingest.errors import RayscribeError
 
 SAMPLE_WAV = Path(str(files("ingest") / "samples" / "jfk.wav"))
@@ -19,8 +29,18 @@ SAMPLE_WAV = Path(str(files("ingest") / "samples" / "jfk.wav"))
 def printer(out: TextIO | None = None) -> OnMessage:
     stream = out or sys.stdout
 
-    def on_message(message: m.Ready | m.Partial | m.Final | m.Flushed | m.Error | m.Closed) -> None:
-        if isinstance(message, m.Ready):
+    def on_message(message: m.AnyServerMessage | ClientEvent) -> None:
+        if isinstance(message, Reconnecting):
+            line = f"[reconnecting] attempt {message.attempt}: {message.reason}"
+        elif isinstance(message, SessionResumed):
+            line = (
+                f"[resumed] session {message.session_id} after {message.downtime_s:.2f}s: "
+                f"resending {message.resent_s:.1f}s from {message.audio_offset:.2f}s, "
+                f"{message.missed_finals} missed finals replayed"
+            )
+        elif isinstance(message, AudioGap):
+            line = f"[gap] audio {message.start_s:.2f}-{message.end_s:.2f}s was lost (replay buffer full)"
+        elif isinstance(message, m.Ready):
             line = f"[ready] session {message.session_id}"
         elif isinstance(message, m.Partial):
             line = f"  partial  ~{message.audio_end:6.2f}s  {message.text}"

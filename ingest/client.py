@@ -3,32 +3,80 @@
     result = await stream_file("ws://127.0.0.1:8000/v1/stream", "talk.wav")
     print(result.text)
 
-Audio is sent in ``chunk_s`` frames, at real-time pace by default (``realtime=False`` sends
-as fast as the socket takes it).  Every message is timestamped on arrival so the load
-tester can measure latency against the send timeline.
+Audio is captured in ``chunk_s`` frames, at real-time pace by default (``realtime=False`` sends
+as fast as the socket takes it).  Every message is timestamped on arrival so the load tester can
+measure latency against the capture timeline.
+
+Sessions survive failures (protocol v1.1): captured audio stays in a bounded replay buffer until
+the server acknowledges it; when the connection drops, the server closes with 1012 or sends
+``reconnect``, the client reconnects with exponential backoff and jitter, resumes the session and
+resends from the server's ``audio_offset``.  Capture goes on meanwhile.  No final is handed to the
+caller twice.  Resumes and lost audio are visible as :class:`SessionResumed` / :class:`AudioGap`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
+import random
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 
 import numpy as np
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from ingest import messages as m
 from ingest.audio import encode_pcm, read_wav
 from ingest.errors import ProtocolError, RayscribeError
 from ingest.protocol import ClientProtocol
+from ingest.replay import ReplayBuffer
 
 DEFAULT_URL = "ws://127.0.0.1:8000/v1/stream"
-ServerMessage = m.Ready | m.Partial | m.Final | m.Flushed | m.Error | m.Closed
-OnMessage = Callable[[ServerMessage], None]
+ServerMessage = m.AnyServerMessage
+# errors after which resuming the same session can succeed (the server or its store recovers)
+RETRYABLE_ERRORS = {"overloaded", "store_unavailable", "internal_error", "model_error"}
+
+
+@dataclass(frozen=True)
+class Reconnecting:
+    """The connection was lost; the client is about to try to resume (``attempt`` from 1)."""
+
+    attempt: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class SessionResumed:
+    """The session continues on a new connection."""
+
+    session_id: str
+    attempt: int
+    disconnected_at: float  # monotonic time the old connection was lost
+    resumed_at: float  # monotonic time ``resumed`` arrived
+    audio_offset: float  # stream seconds the audio was resent from
+    resent_s: float  # captured audio resent on the new connection
+    missed_finals: int  # finals the server replayed
+
+    @property
+    def downtime_s(self) -> float:
+        return self.resumed_at - self.disconnected_at
+
+
+@dataclass(frozen=True)
+class AudioGap:
+    """Audio the replay buffer had already dropped when a resume needed it: sent as silence."""
+
+    start_s: float
+    end_s: float
+
+
+ClientEvent = Reconnecting | SessionResumed | AudioGap
+OnMessage = Callable[[ServerMessage | ClientEvent], None]
 
 
 @dataclass(frozen=True)
@@ -39,6 +87,11 @@ class StreamOptions:
     encoding: m.Encoding = "pcm_s16le"
     interim_results: bool = True
     open_timeout_s: float = 30.0
+    resume: bool = True  # speak v1.1: resume the session after a dropped connection
+    replay_buffer_s: float = 60.0  # unacknowledged audio kept for a resume
+    reconnect_budget_s: float = 60.0  # give up when no resume succeeds for this long
+    backoff_initial_s: float = 0.1
+    backoff_max_s: float = 5.0
 
 
 @dataclass
@@ -50,7 +103,9 @@ class StreamResult:
     summary: m.Summary | None = None
     error: m.Error | None = None
     close_code: int | None = None
-    sent: list[tuple[float, float]] = field(default_factory=list)  # (audio seconds sent, at)
+    sent: list[tuple[float, float]] = field(default_factory=list)  # (audio seconds captured, at)
+    resumes: list[SessionResumed] = field(default_factory=list)
+    gaps: list[AudioGap] = field(default_factory=list)
     started_at: float = 0.0
     finished_at: float = 0.0
 
@@ -59,7 +114,7 @@ class StreamResult:
         return " ".join(f.text for f in self.finals).strip()
 
     def sent_time(self, audio_s: float) -> float:
-        """When the audio at stream second ``audio_s`` had been sent."""
+        """When the audio at stream second ``audio_s`` had been captured (first sent)."""
         ends = [a for a, _ in self.sent]
         i = min(bisect.bisect_left(ends, audio_s - 1e-6), len(self.sent) - 1)
         return self.sent[i][1]
@@ -78,6 +133,242 @@ class StreamResult:
         ]
 
 
+class _Outcome(Enum):
+    DONE = 0  # closed, or a fatal error: stop
+    RETRY = 1  # connection lost or server asked to reconnect: resume
+
+
+class _Session:
+    """One logical stream across any number of connections."""
+
+    def __init__(self, url: str, rate: int, opts: StreamOptions, on_message: OnMessage | None) -> None:
+        self.url, self.rate, self.opts, self.on_message = url, rate, opts, on_message
+        protocol = m.PROTOCOL_V1_1 if opts.resume else m.PROTOCOL_VERSION
+        start = m.Start(
+            sample_rate=rate, encoding=opts.encoding, interim_results=opts.interim_results, protocol=protocol
+        )
+        self.client = ClientProtocol(start)
+        self.buffer = ReplayBuffer(rate, opts.replay_buffer_s)
+        self.result = StreamResult()
+        self.last_seq = -1
+        self.captured = asyncio.Event()  # new audio, or capture finished
+        self.caught_up = asyncio.Event()  # the sender has sent everything captured
+        self.capture_done = False
+        self.sent_to = 0  # sample index sent on the current connection
+        self.reason = ""
+        self.lost_at: float | None = None  # when the current outage began
+        self.attempt = 0  # reconnect attempts in the current outage
+
+    def _emit(self, message: ServerMessage | ClientEvent) -> None:
+        if self.on_message:
+            self.on_message(message)
+
+    async def run(self, source: AsyncIterator[np.ndarray]) -> StreamResult:
+        self.result.started_at = time.monotonic()
+        capture = asyncio.create_task(self._capture(source))
+        try:
+            await self._connections()
+        finally:
+            capture.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await capture
+        self.result.finished_at = time.monotonic()
+        return self.result
+
+    async def _capture(self, source: AsyncIterator[np.ndarray]) -> None:
+        """Capture into the replay buffer, whatever the connection is doing.  A source that is
+        not real-time (a file sent as fast as possible) waits for the sender instead of
+        running ahead of it."""
+        async for chunk in source:
+            while not self.opts.realtime and self.sent_to < self.buffer.end:
+                self.caught_up.clear()
+                await self.caught_up.wait()
+            self.buffer.append(chunk)
+            self.result.sent.append((self.buffer.end / self.rate, time.monotonic()))
+            self.captured.set()
+        self.capture_done = True
+        self.captured.set()
+
+    async def _connections(self) -> None:
+        delay = self.opts.backoff_initial_s
+        while True:
+            try:
+                outcome = await self._connect()
+            except (OSError, ConnectionClosed, InvalidHandshake, TimeoutError) as e:
+                if self.result.session_id is None:
+                    raise  # the server was never reached: nothing to resume
+                self.reason, outcome = f"{type(e).__name__}: {e}", _Outcome.RETRY
+            if outcome is _Outcome.DONE or not self._resumable:
+                return
+            now = time.monotonic()
+            if self.lost_at is None:  # a new outage
+                self.lost_at, self.attempt, delay = now, 0, self.opts.backoff_initial_s
+            elif now - self.lost_at > self.opts.reconnect_budget_s:
+                self.result.error = m.Error(code="reconnect_failed", message=f"gave up: {self.reason}")
+                return
+            self.attempt += 1
+            self._emit(Reconnecting(self.attempt, self.reason))
+            await asyncio.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, self.opts.backoff_max_s)
+
+    async def _connect(self) -> _Outcome:
+        async with connect(self.url, open_timeout=self.opts.open_timeout_s, max_size=2**24) as ws:
+            if self.result.session_id is None:
+                outcome = await self._start(ws)
+            else:
+                outcome = await self._resume(ws)
+            if outcome is None:
+                outcome = await self._stream(ws)
+            if outcome is _Outcome.DONE:
+                await ws.wait_closed()  # the server closes right after closed / error
+        self.result.close_code = ws.close_code
+        return outcome
+
+    async def _stream(self, ws: ClientConnection) -> _Outcome:
+        sender = asyncio.create_task(self._send(ws))
+        try:
+            return await self._receive(ws)
+        finally:
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
+                await sender
+
+    async def _start(self, ws: ClientConnection) -> _Outcome | None:
+        await ws.send(self.client.start_message())
+        ready = self.client.receive_text(str(await ws.recv()))
+        if not isinstance(ready, m.Ready):
+            self._record(ready)
+            return _Outcome.DONE
+        self.result.session_id = ready.session_id
+        self._emit(ready)
+        self.sent_to = 0
+        return None
+
+    async def _resume(self, ws: ClientConnection) -> _Outcome | None:
+        await ws.send(self.client.resume_message(self.last_seq))
+        answer = self.client.receive_text(str(await ws.recv()))
+        if isinstance(answer, m.Error):
+            if answer.code in RETRYABLE_ERRORS:
+                self.reason = f"{answer.code}: {answer.message}"
+                return _Outcome.RETRY
+            self._record(answer)
+            return _Outcome.DONE
+        if not isinstance(answer, m.Resumed):
+            raise ProtocolError(f"expected resumed, got {answer.type}")
+        self._emit(answer)
+        self.sent_to = round(answer.audio_offset * self.rate)
+        await self._fill_gap(ws)
+        resumed = SessionResumed(
+            session_id=answer.session_id,
+            attempt=self.attempt,
+            disconnected_at=self.lost_at or time.monotonic(),
+            resumed_at=time.monotonic(),
+            audio_offset=answer.audio_offset,
+            resent_s=(self.buffer.end - self.sent_to) / self.rate,
+            missed_finals=answer.next_seq - 1 - self.last_seq,
+        )
+        self.result.resumes.append(resumed)
+        self.lost_at = None
+        self._emit(resumed)
+        return None
+
+    async def _fill_gap(self, ws: ClientConnection) -> None:
+        """Audio the server needs but the replay buffer dropped: report it, send silence in its
+        place so stream time stays aligned with the server's."""
+        if self.sent_to >= self.buffer.base:
+            return
+        gap = AudioGap(self.sent_to / self.rate, self.buffer.base / self.rate)
+        self.result.gaps.append(gap)
+        self._emit(gap)
+        while self.sent_to < self.buffer.base:
+            n = min(self.buffer.base - self.sent_to, self._frame())
+            await ws.send(encode_pcm(np.zeros(n, dtype=np.float32), self.opts.encoding))
+            self.sent_to += n
+
+    def _frame(self) -> int:
+        return max(1, int(self.opts.chunk_s * self.rate))
+
+    async def _send(self, ws: ClientConnection) -> None:
+        """Send captured audio from ``sent_to`` on; ``close`` once capture ended and all is sent."""
+        while True:
+            await self._fill_gap(ws)  # a sender far behind a live source overflowed the buffer
+            if self.sent_to < self.buffer.end:
+                stop = min(self.buffer.end, self.sent_to + self._frame())
+                await ws.send(encode_pcm(self.buffer.read(self.sent_to, stop), self.opts.encoding))
+                self.sent_to = stop
+                continue
+            self.caught_up.set()
+            if self.capture_done:
+                await ws.send(ClientProtocol.control(m.Close()))
+                return
+            else:
+                self.captured.clear()
+                await self.captured.wait()
+
+    async def _receive(self, ws: ClientConnection) -> _Outcome:
+        try:
+            async for raw in ws:
+                message = self.client.receive_text(str(raw))
+                if isinstance(message, m.Reconnect):
+                    self.reason = f"server: {message.reason}"
+                    return _Outcome.RETRY
+                if isinstance(message, m.Ack):
+                    self.buffer.ack(round(message.audio_offset * self.rate))
+                elif isinstance(message, m.Error) and message.code in RETRYABLE_ERRORS and self._resumable:
+                    self.reason = f"{message.code}: {message.message}"
+                    return _Outcome.RETRY
+                self._record(message)
+                if isinstance(message, m.Closed | m.Error):
+                    return _Outcome.DONE
+        except ConnectionClosed:
+            pass
+        self.reason = f"connection closed ({ws.close_code})"
+        return _Outcome.RETRY
+
+    @property
+    def _resumable(self) -> bool:
+        return self.opts.resume and self.client.resume_token is not None
+
+    def _record(self, message: ServerMessage) -> None:
+        at = time.monotonic()
+        if isinstance(message, m.Final):
+            if message.seq <= self.last_seq:
+                return  # already handed to the caller
+            self.last_seq = message.seq
+            self.result.finals.append(message)
+            self.result.final_times.append(at)
+        elif isinstance(message, m.Partial):
+            self.result.partials.append((at, message))
+        elif isinstance(message, m.Closed):
+            self.result.summary = message.summary
+        elif isinstance(message, m.Error):
+            self.result.error = message
+        self._emit(message)
+
+
+async def paced(samples: np.ndarray, rate: int, opts: StreamOptions) -> AsyncIterator[np.ndarray]:
+    """Yield ``samples`` in ``chunk_s`` frames, at real-time pace unless ``opts.realtime`` is off."""
+    step = max(1, int(opts.chunk_s * rate))
+    began = time.monotonic()
+    for start in range(0, len(samples), step):
+        if opts.realtime:
+            delay = began + start / rate / opts.speed - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        yield samples[start : start + step]
+
+
+async def stream_source(
+    url: str,
+    source: AsyncIterator[np.ndarray],
+    sample_rate: int,
+    options: StreamOptions | None = None,
+    on_message: OnMessage | None = None,
+) -> StreamResult:
+    """Stream float32 mono chunks from any async source (a microphone, a pipe) until it ends."""
+    return await _Session(url, sample_rate, options or StreamOptions(), on_message).run(source)
+
+
 async def stream_audio(
     url: str,
     samples: np.ndarray,
@@ -87,68 +378,7 @@ async def stream_audio(
 ) -> StreamResult:
     """Stream float32 mono ``samples`` and return everything the server sent back."""
     opts = options or StreamOptions()
-    client = ClientProtocol(
-        m.Start(sample_rate=sample_rate, encoding=opts.encoding, interim_results=opts.interim_results)
-    )
-    result = StreamResult()
-    async with connect(url, open_timeout=opts.open_timeout_s, max_size=2**24) as ws:
-        await ws.send(client.start_message())
-        ready = client.receive_text(str(await ws.recv()))
-        if not isinstance(ready, m.Ready):
-            _record(result, ready, time.monotonic(), on_message)
-            return result
-        result.session_id = ready.session_id
-        if on_message:
-            on_message(ready)
-        result.started_at = time.monotonic()
-        sender = asyncio.create_task(_send_audio(ws, samples, sample_rate, opts, result))
-        try:
-            async for raw in ws:
-                message = client.receive_text(str(raw))
-                _record(result, message, time.monotonic(), on_message)
-                if client.closed:
-                    break
-        except ConnectionClosed:
-            pass
-        finally:
-            if not sender.done():
-                sender.cancel()
-        await asyncio.gather(sender, return_exceptions=True)
-        await ws.wait_closed()
-        result.close_code = ws.close_code
-    result.finished_at = time.monotonic()
-    return result
-
-
-async def _send_audio(
-    ws: ClientConnection, samples: np.ndarray, rate: int, opts: StreamOptions, result: StreamResult
-) -> None:
-    send = ws.send
-    step = max(1, int(opts.chunk_s * rate))
-    for start in range(0, len(samples), step):
-        chunk = samples[start : start + step]
-        if opts.realtime:
-            due = result.started_at + start / rate / opts.speed
-            delay = due - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-        await send(encode_pcm(chunk, opts.encoding))
-        result.sent.append(((start + len(chunk)) / rate, time.monotonic()))
-    await send(ClientProtocol.control(m.Close()))
-
-
-def _record(result: StreamResult, message: ServerMessage, at: float, on_message: OnMessage | None) -> None:
-    if isinstance(message, m.Partial):
-        result.partials.append((at, message))
-    elif isinstance(message, m.Final):
-        result.finals.append(message)
-        result.final_times.append(at)
-    elif isinstance(message, m.Closed):
-        result.summary = message.summary
-    elif isinstance(message, m.Error):
-        result.error = message
-    if on_message:
-        on_message(message)
+    return await stream_source(url, paced(samples, sample_rate, opts), sample_rate, opts, on_message)
 
 
 async def stream_file(
@@ -160,10 +390,15 @@ async def stream_file(
 
 __all__ = [
     "DEFAULT_URL",
+    "AudioGap",
     "ProtocolError",
     "RayscribeError",
+    "Reconnecting",
+    "SessionResumed",
     "StreamOptions",
     "StreamResult",
+    "paced",
     "stream_audio",
     "stream_file",
+    "stream_source",
 ]
