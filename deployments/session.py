@@ -84,7 +84,9 @@ class StreamSession:
             while not self._closed and self.protocol.state < State.CLOSING:
                 data = await self.transport.receive()
                 if data is None:
-                    log.info("session %s: client disconnected", self.session_id)
+                    if not self._closed:
+                        log.info("session %s: client disconnected", self.session_id)
+                        self._closed = True  # nothing more can be sent to it
                     return
                 if isinstance(data, str):
                     self.protocol.receive_text(data)
@@ -104,11 +106,14 @@ class StreamSession:
             if self.writer is not None:
                 # a dropped connection: keep what is committed; the session stays resumable
                 await self.writer.stop()
+            async with self._send_lock:
+                pass  # a close started by the decode loop or the writer finishes first
 
     async def _on_event(self, event: Event) -> None:
         if isinstance(event, StartEvent):
-            token = self._start_writer(event.config)
-            self.protocol.send(m.Ready(session_id=self.session_id, resume_token=token))
+            token = await self._start_writer(event.config)
+            ready = m.Ready(session_id=self.session_id, protocol=event.config.protocol, resume_token=token)
+            self.protocol.send(ready)
             self._worker = asyncio.create_task(self._decode_loop())
         elif isinstance(event, ResumeEvent):
             await self._resume(event.request)
@@ -126,8 +131,8 @@ class StreamSession:
                 await self.writer.close()
             self.protocol.send_closed(self._summary())
 
-    def _start_writer(self, config: m.Start) -> str | None:
-        """A v1.1 session with a store is durable: return its resume token."""
+    async def _start_writer(self, config: m.Start) -> str | None:
+        """A v1.1 session with a store is durable: create it, return its resume token."""
         if self.store is None or not self.protocol.resumable:
             return None
         token = secrets.token_urlsafe(24)
@@ -141,6 +146,7 @@ class StreamSession:
             on_lost=self._fail,
             new=NewSession(config, hash_token(token)),
         )
+        await self.writer.commit([], self.writer.progress)  # resumable from `ready` on
         self.writer.start()
         return token
 
@@ -268,6 +274,11 @@ class StreamSession:
         await self._pump()
 
     async def _pump(self) -> None:
+        # shielded: a task cancelled mid-close (the decode loop, the writer's heartbeat) must
+        # not cut the error message and close code it is sending
+        await asyncio.shield(self._send_pending())
+
+    async def _send_pending(self) -> None:
         async with self._send_lock:
             if self._closed:
                 return

@@ -67,6 +67,12 @@ class SessionWriter:
         try:
             await self._write()
         except StoreUnavailable:
+            self._degrade()
+
+    def _degrade(self) -> None:
+        """Retry in the background; one retry at a time (a heartbeat and a commit can both
+        fail while the other waits on the lock), so that :meth:`stop` can end it."""
+        if not self.degraded:
             self._retry = asyncio.create_task(self._retry_until_written())
 
     async def _write(self) -> None:
@@ -112,7 +118,7 @@ class SessionWriter:
             try:
                 await self._write()
             except StoreUnavailable:
-                self._retry = asyncio.create_task(self._retry_until_written())
+                self._degrade()
             except ResumeConflict as e:
                 await self.on_lost(e)
                 return
@@ -124,7 +130,9 @@ class SessionWriter:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        if self.pending and not self.dead:
+        # a session never written yet (ended before its first final or heartbeat) is created
+        # now: its client already holds a resume token
+        if (self.pending or self._new is not None) and not self.dead:
             with contextlib.suppress(StoreUnavailable, ResumeConflict):
                 await self._write()
 

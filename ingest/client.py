@@ -61,6 +61,7 @@ class SessionResumed:
     audio_offset: float  # stream seconds the audio was resent from
     resent_s: float  # captured audio resent on the new connection
     missed_finals: int  # finals the server replayed
+    next_seq: int  # finals from this seq on were decoded after the resume
 
     @property
     def downtime_s(self) -> float:
@@ -266,6 +267,7 @@ class _Session:
             audio_offset=answer.audio_offset,
             resent_s=(self.buffer.end - self.sent_to) / self.rate,
             missed_finals=answer.next_seq - 1 - self.last_seq,
+            next_seq=answer.next_seq,
         )
         self.result.resumes.append(resumed)
         self.lost_at = None

@@ -183,7 +183,8 @@ class ServerProtocol:
     def send(self, message: m.AnyServerMessage) -> None:
         if self.state == State.CLOSED:
             raise ProtocolError(f"cannot send {message.type}: the stream is closed")
-        self._out.append(message.model_dump_json())
+        # exclude_none: a v1 client never sees a v1.1 field (ready.resume_token)
+        self._out.append(message.model_dump_json(exclude_none=True))
 
     def send_closed(self, summary: m.Summary) -> None:
         self.send(m.Closed(summary=summary))

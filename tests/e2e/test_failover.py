@@ -23,7 +23,7 @@ from ingest import messages as m
 from ingest.client import StreamOptions, StreamResult
 from ingest.livestreams import LiveStreams, load_audio, wait_until
 from ingest.wer import normalize, wer
-from tests.e2e.conftest import deploy
+from tests.e2e.app import deploy
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults]
 STREAMS = 4
@@ -67,7 +67,7 @@ def check_session(result: StreamResult) -> None:
 
 def word_diff(a: str, b: str) -> int:
     """Word edits between two transcripts."""
-    return round(wer([a], [b]) * max(1, len(normalize(a).split())))
+    return round(wer([a], [b]) * max(1, len(normalize(a))))
 
 
 def check_against_baseline(results: list[StreamResult], base: list[StreamResult], refs: list[str]) -> None:
@@ -207,7 +207,8 @@ def test_resume_errors_are_typed_and_other_streams_continue(server_url: str, cli
                 m.Resume(session_id=ready.session_id, resume_token=ready.resume_token).model_dump_json()
             )
         out["race"] = [json.loads(await first.recv())["type"], json.loads(await second.recv())["type"]]
-        fenced = [json.loads(await ws.recv()) for ws in (victim, first)]
+        async with asyncio.timeout(30):  # fenced within a heartbeat
+            fenced = [json.loads(await ws.recv()) for ws in (victim, first)]
         for ws in (victim, first):
             await ws.wait_closed()
         out["fenced"] = [(f["code"], ws.close_code) for f, ws in zip(fenced, (victim, first), strict=True)]
@@ -218,7 +219,7 @@ def test_resume_errors_are_typed_and_other_streams_continue(server_url: str, cli
         out["good"] = await good
         return out
 
-    out = asyncio.run(run())
+    out = asyncio.run(asyncio.wait_for(run(), 120))
     assert out["bad_token"][0]["code"] == "invalid_resume_token" and out["bad_token"][1] == 4403
     assert out["unknown"][0]["code"] == "session_not_found" and out["unknown"][1] == 4404
     assert out["race"] == ["resumed", "resumed"]

@@ -17,7 +17,7 @@ from ingest.audio import StreamResampler, encode_pcm, read_wav
 from ingest.cli import SAMPLE_WAV
 from ingest.client import StreamOptions, StreamResult, stream_audio, stream_file
 from ingest.wer import normalize, wer
-from tests.e2e.conftest import TEST_MAX_SESSIONS
+from tests.e2e.app import TEST_MAX_SESSIONS
 
 pytestmark = pytest.mark.e2e
 JFK = (

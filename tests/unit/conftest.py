@@ -25,6 +25,30 @@ def redis_server() -> Iterator[EmbeddedRedis]:
         yield server
 
 
+class CrashableRedis(EmbeddedRedis):
+    """A server of one's own, to SIGKILL and restart, that fsyncs its AOF on every write.
+
+    With the shipped ``appendfsync everysec`` Redis postpones the AOF write (up to 2 s) while a
+    background fsync is slow, still answering clients; a SIGKILL then loses acknowledged writes.
+    That happens on a loaded machine, so tests that check what survives a crash fsync each write.
+    """
+
+    def start(self) -> None:
+        super().start()
+        client = redis.Redis.from_url(self.url)
+        try:
+            client.config_set("appendfsync", "always")
+        finally:
+            client.close()
+
+
+@pytest.fixture
+def own_redis() -> Iterator[EmbeddedRedis]:
+    """A dedicated redis-server for a test that kills it (the shared one stays up)."""
+    with CrashableRedis() as server:
+        yield server
+
+
 class StoreFactory:
     """``async with store() as s`` opens a store on this test's prefix and closes it on exit;
     ``store(url=..., heartbeat_s=...)`` overrides config fields (e.g. a dedicated server)."""
@@ -35,7 +59,7 @@ class StoreFactory:
         self.closed = 0
 
     def with_(self, **overrides: Any) -> StoreConfig:
-        return self.config.model_copy(update=overrides)
+        return StoreConfig.model_validate({**self.config.model_dump(), **overrides})
 
     @contextlib.asynccontextmanager
     async def __call__(self, **overrides: Any) -> AsyncIterator[SessionStore]:

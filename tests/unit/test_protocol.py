@@ -1,4 +1,4 @@
-"""Protocol v1 state machine, driven without sockets."""
+"""Protocol v1 / v1.1 state machines, driven without sockets."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from pydantic import BaseModel
 
 from ingest import messages as m
 from ingest.errors import MessageTooBig, ProtocolError, UnsupportedAudio
@@ -15,6 +16,7 @@ from ingest.protocol import (
     CloseEvent,
     FinalizeEvent,
     Limits,
+    ResumeEvent,
     ServerProtocol,
     StartEvent,
     State,
@@ -31,7 +33,7 @@ def started(**start: object) -> ServerProtocol:
 
 
 def error_of(p: ServerProtocol) -> dict[str, object]:
-    out = [json.loads(t) for t in p.data_to_send()]
+    out: list[dict[str, object]] = [json.loads(t) for t in p.data_to_send()]
     assert out[-1]["type"] == "error"
     return out[-1]
 
@@ -128,7 +130,9 @@ def test_oversized_text_closes_1009() -> None:
 def test_second_start_is_protocol_error() -> None:
     p = started()
     p.receive_text(START)
-    assert error_of(p)["message"] == "start sent twice"
+    err = error_of(p)
+    assert err["code"] == "protocol_error" and err["message"] == "start after the stream began"
+    assert p.close_code == 1002
 
 
 def test_input_after_close_is_ignored() -> None:
@@ -168,3 +172,216 @@ def test_client_rejects_malformed_server_message() -> None:
     client = ClientProtocol(m.Start(sample_rate=16000))
     with pytest.raises(ProtocolError):
         client.receive_text('{"type": "final", "text": 3}')
+
+
+# --- v1.1: resume, ack, reconnect ---------------------------------------------------------
+
+RESUME = {"type": "resume", "session_id": "abc", "resume_token": "tok", "last_seq": 4}
+V1_1 = m.Start(sample_rate=8000, protocol=m.PROTOCOL_V1_1)
+
+
+def resuming() -> ServerProtocol:
+    p = ServerProtocol()
+    p.receive_text(json.dumps(RESUME))
+    return p
+
+
+def test_resume_gives_a_resume_event_and_waits_in_resuming() -> None:
+    p = resuming()
+    (event,) = p.events_received()
+    assert isinstance(event, ResumeEvent)
+    assert event.request == m.Resume(session_id="abc", resume_token="tok", last_seq=4)
+    assert p.state == State.RESUMING and p.config is None and not p.resumable
+    assert p.close_code is None and p.data_to_send() == []
+
+
+def test_resume_defaults_last_seq_to_none_received() -> None:
+    p = ServerProtocol()
+    p.receive_text('{"type": "resume", "session_id": "abc", "resume_token": "tok"}')
+    (event,) = p.events_received()
+    assert isinstance(event, ResumeEvent) and event.request.last_seq == -1
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"\x00\x00" * 10,
+        '{"type": "finalize"}',
+        '{"type": "close"}',
+        json.dumps({"type": "start", "sample_rate": 16000}),
+        json.dumps(RESUME),
+    ],
+)
+def test_anything_but_keepalive_before_the_resume_is_accepted_is_a_protocol_error(data: str | bytes) -> None:
+    p = resuming()
+    p.events_received()
+    p.receive_text('{"type": "keepalive"}')
+    assert p.close_code is None
+    if isinstance(data, bytes):
+        p.receive_bytes(data)
+    else:
+        p.receive_text(data)
+    err = error_of(p)
+    assert err["code"] == "protocol_error" and p.close_code == 1002 and p.state == State.CLOSED
+    assert p.events_received() == []
+    if isinstance(data, bytes):
+        assert err["message"] == "audio before resumed"
+
+
+def test_accept_resume_streams_with_the_stored_config() -> None:
+    p = resuming()
+    p.events_received()
+    p.accept_resume(V1_1)
+    assert p.state == State.STREAMING and p.config == V1_1 and p.resumable
+    for _ in range(4):  # the stored config's rate (8 kHz), not a default, drives resampling
+        p.receive_bytes(np.zeros(2000, dtype="<i2").tobytes())
+    p.receive_text('{"type": "close"}')
+    events = p.events_received()
+    assert sum(len(e.samples) for e in events if isinstance(e, AudioEvent)) == 16000
+    assert isinstance(events[-1], CloseEvent)
+
+
+def test_accept_resume_without_a_pending_resume_raises() -> None:
+    with pytest.raises(ProtocolError):
+        ServerProtocol().accept_resume(V1_1)
+    p = started()
+    with pytest.raises(ProtocolError):
+        p.accept_resume(V1_1)
+    assert p.config is not None and p.config.sample_rate == 16000  # unchanged
+
+
+def test_resume_after_start_is_a_protocol_error() -> None:
+    p = started(protocol="v1.1")
+    p.receive_text(json.dumps(RESUME))
+    assert error_of(p)["message"] == "resume after the stream began"
+    assert p.close_code == 1002 and p.events_received() == []
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"type": "resume", "session_id": "abc"},  # no token
+        {**RESUME, "resume_token": ""},
+        {**RESUME, "session_id": ""},
+        {**RESUME, "last_seq": -2},
+        {**RESUME, "epoch": 3},  # unknown field
+        {"type": "start", "sample_rate": 16000, "protocol": "v2"},
+    ],
+)
+def test_invalid_v1_1_messages_are_protocol_errors(bad: dict[str, object]) -> None:
+    p = ServerProtocol()
+    p.receive_text(json.dumps(bad))
+    assert error_of(p)["code"] == "protocol_error" and p.close_code == 1002
+    assert p.events_received() == []
+
+
+def test_start_v1_1_is_resumable_and_v1_is_not() -> None:
+    assert started(protocol="v1.1").resumable
+    assert not started().resumable
+    assert not started(protocol="v1").resumable
+
+
+def test_reconnect_sends_reconnect_then_1012_for_v1_1() -> None:
+    p = started(protocol="v1.1")
+    p.reconnect("replica shutting down")
+    out = [json.loads(t) for t in p.data_to_send()]
+    assert out == [{"type": "reconnect", "reason": "replica shutting down"}]
+    assert p.close_code == 1012 and p.state == State.CLOSED
+    p.reconnect("again")  # closed: nothing more
+    p.fail(ProtocolError("late"))
+    assert p.data_to_send() == [] and p.close_code == 1012
+
+
+def test_reconnect_of_a_resumed_session_sends_reconnect() -> None:
+    p = resuming()
+    p.accept_resume(V1_1)
+    p.reconnect("drain")
+    assert [json.loads(t)["type"] for t in p.data_to_send()] == ["reconnect"]
+    assert p.close_code == 1012
+
+
+def test_reconnect_is_only_1012_for_v1() -> None:
+    p = started()
+    p.reconnect("replica shutting down")
+    assert p.data_to_send() == [] and p.close_code == 1012 and p.state == State.CLOSED
+
+
+def test_reconnect_after_closed_keeps_the_normal_close() -> None:
+    p = started(protocol="v1.1")
+    p.send_closed(m.Summary(session_id="a", audio_seconds=0, finals=0, words=0, decodes=0, decode_seconds=0))
+    p.data_to_send()
+    p.reconnect("drain")
+    assert p.data_to_send() == [] and p.close_code == 1000
+
+
+def test_client_keeps_the_resume_token_and_builds_a_resume_the_server_accepts() -> None:
+    server = started(protocol="v1.1")
+    server.send(m.Ready(session_id="abc", protocol="v1.1", resume_token="tok-1"))
+    client = ClientProtocol(m.Start(sample_rate=16000, protocol=m.PROTOCOL_V1_1))
+    assert json.loads(client.start_message())["protocol"] == "v1.1"
+    (ready,) = [client.receive_text(t) for t in server.data_to_send()]
+    assert isinstance(ready, m.Ready) and ready.resume_token == "tok-1"
+    assert client.session_id == "abc" and client.resume_token == "tok-1"
+
+    client.receive_text(m.Error(code="internal_error", message="x").model_dump_json())
+    assert client.closed
+    text = client.resume_message(last_seq=7)
+    assert not client.closed  # a new connection
+    assert json.loads(text) == {"type": "resume", "session_id": "abc", "resume_token": "tok-1", "last_seq": 7}
+    other = ServerProtocol()
+    other.receive_text(text)
+    (event,) = other.events_received()
+    assert isinstance(event, ResumeEvent)
+    assert event.request == m.Resume(session_id="abc", resume_token="tok-1", last_seq=7)
+
+
+def test_client_cannot_resume_without_a_token() -> None:
+    client = ClientProtocol(m.Start(sample_rate=16000))
+    with pytest.raises(ProtocolError):
+        client.resume_message(last_seq=-1)  # no ready yet
+    client.receive_text(m.Ready(session_id="abc").model_dump_json())  # a v1 server: no token
+    assert client.session_id == "abc" and client.resume_token is None
+    with pytest.raises(ProtocolError):
+        client.resume_message(last_seq=-1)
+
+
+def test_v1_1_server_messages_round_trip_through_the_client() -> None:
+    server = resuming()
+    server.accept_resume(V1_1)
+    sent: list[m.AnyServerMessage] = [
+        m.Resumed(session_id="abc", audio_offset=2.5, next_seq=3),
+        m.Ack(audio_offset=4.0),
+        m.Reconnect(reason="drain"),
+    ]
+    for message in sent:
+        server.send(message)
+    client = ClientProtocol(V1_1)
+    got = [client.receive_text(t) for t in server.data_to_send()]
+    assert got == sent
+    assert isinstance(got[0], m.Resumed) and got[0].protocol == "v1.1" and got[0].sample_rate == 16000
+    assert not client.closed
+
+
+@pytest.mark.parametrize(
+    ("text", "kind"),
+    [
+        ('{"type": "ready", "session_id": "a", "resume_token": "t", "region": "eu"}', m.Ready),
+        ('{"type": "ack", "audio_offset": 1.5, "persisted_at": 12}', m.Ack),
+        ('{"type": "resumed", "session_id": "a", "audio_offset": 0, "next_seq": 0, "epoch": 2}', m.Resumed),
+        ('{"type": "reconnect", "reason": "r", "retry_after_s": 1}', m.Reconnect),
+        ('{"type": "final", "seq": 0, "text": "", "start": 0, "end": 0, "words": [], "speaker": 1}', m.Final),
+        ('{"type": "error", "code": "resume_conflict", "message": "m", "hint": "h"}', m.Error),
+    ],
+)
+def test_client_tolerates_unknown_fields_from_newer_servers(text: str, kind: type[BaseModel]) -> None:
+    client = ClientProtocol(V1_1)
+    message = client.receive_text(text)
+    assert isinstance(message, kind)
+    extra = set(json.loads(text)) - set(kind.model_fields)
+    assert len(extra) == 1 and not extra & set(message.model_dump())  # dropped, not kept
+
+
+def test_client_rejects_an_unknown_server_message_type() -> None:
+    client = ClientProtocol(V1_1)
+    with pytest.raises(ProtocolError):
+        client.receive_text('{"type": "teleport", "to": "mars"}')

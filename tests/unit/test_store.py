@@ -55,7 +55,7 @@ async def stored(
 ) -> tuple[dict[str, str], list[m.Final]]:
     """The raw hash and the finals list, read past the store's own code."""
     h, f = store.keys(sid)
-    fields = await s.redis.hgetall(h)
+    fields: dict[str, str] = await s.redis.hgetall(h)  # type: ignore[assignment]  # decode_responses
     items = await s.redis.lrange(f, 0, -1)
     return fields, [m.Final.model_validate_json(x) for x in items]
 
@@ -251,7 +251,9 @@ def test_racing_resumes_get_distinct_epochs_and_only_the_newest_writes(store: St
     asyncio.run(main())
 
 
-def test_state_survives_redis_sigkill_and_restart_on_its_aof(store: StoreFactory) -> None:
+def test_state_survives_redis_sigkill_and_restart_on_its_aof(
+    store: StoreFactory, own_redis: EmbeddedRedis
+) -> None:
     async def main(server: EmbeddedRedis) -> None:
         async with store(url=server.url) as s:
             ctx = words(1, 2)
@@ -268,11 +270,12 @@ def test_state_survives_redis_sigkill_and_restart_on_its_aof(store: StoreFactory
                 await s.sync(SID, 2, 4, finals(4, 4), progress(2.0, 5))
             assert 50 <= await s.ttl(SID) <= 60  # the TTL survived too
 
-    with EmbeddedRedis() as server:
-        asyncio.run(main(server))
+    asyncio.run(main(own_redis))
 
 
-def test_dead_redis_raises_store_unavailable_quickly_and_recovers(store: StoreFactory) -> None:
+def test_dead_redis_raises_store_unavailable_quickly_and_recovers(
+    store: StoreFactory, own_redis: EmbeddedRedis
+) -> None:
     async def main(server: EmbeddedRedis) -> None:
         async with store(url=server.url) as s:
             await s.sync(SID, 1, 0, finals(0, 0), progress(0.5, 1), NEW)
@@ -293,11 +296,12 @@ def test_dead_redis_raises_store_unavailable_quickly_and_recovers(store: StoreFa
             assert await s.sync(SID, 1, 1, finals(1, 1), progress(1.0, 2)) == 2
             assert s.available is True
 
-    with EmbeddedRedis() as server:
-        asyncio.run(main(server))
+    asyncio.run(main(own_redis))
 
 
-def test_hung_redis_raises_store_unavailable_within_the_op_timeout(store: StoreFactory) -> None:
+def test_hung_redis_raises_store_unavailable_within_the_op_timeout(
+    store: StoreFactory, own_redis: EmbeddedRedis
+) -> None:
     """A stopped (not dead) server accepts connections but never answers: the op timeout
     bounds the wait, so a stream is never stalled for long."""
 
@@ -317,8 +321,7 @@ def test_hung_redis_raises_store_unavailable_within_the_op_timeout(store: StoreF
             assert await s.sync(SID, 1, 0, finals(0, 0), progress(0.5, 1)) == 1
             assert s.available is True
 
-    with EmbeddedRedis() as server:
-        asyncio.run(main(server))
+    asyncio.run(main(own_redis))
 
 
 def test_sessions_are_isolated_by_id_and_prefix(store: StoreFactory) -> None:
