@@ -12,11 +12,12 @@ import asyncio
 import contextlib
 import logging
 import random
+from collections import deque
 from collections.abc import Awaitable, Callable
 
 from deployments.store import NewSession, Progress, SessionStore
 from ingest import messages as m
-from ingest.errors import RayscribeError, ResumeConflict, SessionNotFound, StoreUnavailable
+from ingest.errors import RayscribeError, ResumeConflict, SessionNotFound, StateLost, StoreUnavailable
 
 log = logging.getLogger("ray.serve")
 OnAck = Callable[[float], Awaitable[None]]
@@ -40,6 +41,9 @@ class SessionWriter:
         self.epoch = epoch
         self.next_seq = next_seq  # first seq not yet durable
         self.pending: list[m.Final] = []
+        # finals already written, kept to heal a Redis that lost its last writes in a crash
+        # (appendfsync everysec may acknowledge a write before it reaches the AOF)
+        self.written: deque[m.Final] = deque(maxlen=256)
         self.progress = progress
         self.acked = progress.offset
         self.on_ack = on_ack
@@ -79,11 +83,8 @@ class SessionWriter:
         async with self._lock:
             if self.dead:
                 return
-            batch, progress = list(self.pending), self.progress
             try:
-                self.next_seq = await self.store.sync(
-                    self.session_id, self.epoch, self.next_seq, batch, progress, self._new
-                )
+                batch, progress = await self._sync()
             except (ResumeConflict, SessionNotFound) as e:
                 self.dead = True
                 if isinstance(e, ResumeConflict):
@@ -93,9 +94,27 @@ class SessionWriter:
                 return
             self._new = None
             del self.pending[: len(batch)]
+            self.written.extend(batch)
         if progress.offset > self.acked:
             self.acked = progress.offset
             await self.on_ack(progress.offset)
+
+    async def _sync(self, heal: bool = True) -> tuple[list[m.Final], Progress]:
+        """One atomic write of the pending finals and the newest progress."""
+        batch, progress = list(self.pending), self.progress
+        try:
+            self.next_seq = await self.store.sync(
+                self.session_id, self.epoch, self.next_seq, batch, progress, self._new
+            )
+        except StateLost as e:
+            lost = sorted({f.seq: f for f in self.written if f.seq >= e.next_seq}.items())
+            if not heal or len(lost) != self.next_seq - e.next_seq:
+                raise SessionNotFound(e.message) from e  # older than what we keep: give up
+            log.warning("session %s: store lost finals from seq %d; rewriting", self.session_id, e.next_seq)
+            self.pending[:0] = [f for _, f in lost]
+            self.next_seq = e.next_seq
+            return await self._sync(heal=False)
+        return batch, progress
 
     async def _retry_until_written(self) -> None:
         delay = 0.2

@@ -38,6 +38,7 @@ from ingest.errors import (
     ResumeConflict,
     SessionClosed,
     SessionNotFound,
+    StateLost,
     StoreUnavailable,
 )
 
@@ -230,7 +231,8 @@ class SessionStore:
         if code == -3:
             raise SessionClosed(f"session {session_id} is closed")
         if code == -4:
-            raise SessionNotFound(f"session {session_id} lost finals before seq {first_seq}")
+            held = int(res[1])
+            raise StateLost(f"session {session_id}: the store holds finals before seq {held} only", held)
         return int(res[1])
 
     async def resume(self, session_id: str, token: str, last_seq: int) -> SessionRecord:

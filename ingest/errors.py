@@ -11,6 +11,7 @@
     ├── InvalidResumeToken       resume token does not match         close 4403
     ├── ResumeConflict           another connection resumed it       close 4409
     ├── StoreUnavailable         session store (Redis) unreachable   close 4503
+    ├── StateLost                the store lost a session's tail     (internal: healed)
     ├── Overloaded               server cannot take the stream now   close 1013
     ├── ConfigError              bad configuration value             (not a close)
     ├── ModelError               the ASR model failed to load / run  close 1011
@@ -93,6 +94,16 @@ class StoreUnavailable(RayscribeError):
 
     code = "store_unavailable"
     close_code = 4503
+
+
+class StateLost(RayscribeError):
+    """The store is missing finals it had acknowledged (a Redis crash lost its last writes)."""
+
+    code = "state_lost"
+
+    def __init__(self, message: str, next_seq: int) -> None:
+        super().__init__(message)
+        self.next_seq = next_seq  # the first seq the store does not hold
 
 
 class Overloaded(RayscribeError):

@@ -20,6 +20,7 @@ from ingest.errors import (
     ResumeConflict,
     SessionClosed,
     SessionNotFound,
+    StateLost,
     StoreUnavailable,
 )
 
@@ -97,8 +98,9 @@ def test_refused_write_changes_neither_finals_nor_progress(store: StoreFactory) 
     async def main() -> None:
         async with store() as s:
             await s.sync(SID, 1, 0, finals(0, 1), progress(1.0, 2), NEW)
-            with pytest.raises(SessionNotFound):
+            with pytest.raises(StateLost) as lost:
                 await s.sync(SID, 1, 5, finals(5, 6), progress(3.5, 7))
+            assert lost.value.next_seq == 2
             fields, got = await stored(s, store)
             assert got == finals(0, 1) and float(fields["offset"]) == 1.0 and fields["next_seq"] == "2"
 
