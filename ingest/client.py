@@ -236,7 +236,8 @@ class _Session:
 
     async def _start(self, ws: ClientConnection) -> _Outcome | None:
         await ws.send(self.client.start_message())
-        ready = self.client.receive_text(str(await ws.recv()))
+        async with asyncio.timeout(self.opts.open_timeout_s):
+            ready = self.client.receive_text(str(await ws.recv()))
         if not isinstance(ready, m.Ready):
             self._record(ready)
             return _Outcome.DONE
@@ -247,7 +248,10 @@ class _Session:
 
     async def _resume(self, ws: ClientConnection) -> _Outcome | None:
         await ws.send(self.client.resume_message(self.last_seq))
-        answer = self.client.receive_text(str(await ws.recv()))
+        # a replica that accepts the connection but never answers must not stall the resume
+        # past reconnect_budget_s: a timeout here is retried like a failed connection
+        async with asyncio.timeout(self.opts.open_timeout_s):
+            answer = self.client.receive_text(str(await ws.recv()))
         if isinstance(answer, m.Error):
             if answer.code in RETRYABLE_ERRORS:
                 self.reason = f"{answer.code}: {answer.message}"

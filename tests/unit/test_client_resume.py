@@ -20,7 +20,7 @@ import json
 import time
 import types
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -29,6 +29,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 import ingest.client as client_module
+from cluster.redis_server import EmbeddedRedis
 from deployments.session import StreamSession
 from deployments.store import SessionStore
 from deployments.streaming import PolicyConfig
@@ -82,7 +83,7 @@ async def listening_decoder(req: DecodeRequest) -> Hypothesis:
     return Hypothesis(words)
 
 
-def expected_words(seconds: float, gaps: list[AudioGap] = ()) -> list[str]:  # type: ignore[assignment]
+def expected_words(seconds: float, gaps: Sequence[AudioGap] = ()) -> list[str]:
     """The transcript of ``speech(seconds)`` where the ``gaps`` were replaced by silence."""
     silent = [(round(g.start_s * RATE), round(g.end_s * RATE)) for g in gaps]
     words = []
@@ -97,7 +98,7 @@ def words_of(finals: list[m.Final]) -> list[str]:
     return [w.word for f in finals for w in f.words]
 
 
-def assert_complete(result: StreamResult, seconds: float, gaps: list[AudioGap] = ()) -> None:  # type: ignore[assignment]
+def assert_complete(result: StreamResult, seconds: float, gaps: Sequence[AudioGap] = ()) -> None:
     """Every final exactly once, in order; the transcript and word times match stream time."""
     assert result.error is None, result.error
     assert [f.seq for f in result.finals] == list(range(len(result.finals)))
@@ -126,6 +127,7 @@ class WsTransport:
         self.audio_bytes = 0
         self.sent: list[Msg] = []  # text frames to the client
         self.aborted = False
+        self.closed_with: int | None = None  # the close code the session asked for
 
     async def receive(self) -> str | bytes | None:
         try:
@@ -153,6 +155,7 @@ class WsTransport:
             await self.server.on_sent(self, message)
 
     async def close(self, code: int) -> None:
+        self.closed_with = code
         with contextlib.suppress(ConnectionClosed):
             await self.ws.close(code)
 
@@ -174,6 +177,7 @@ class ResumeServer:
         self.transports: list[WsTransport] = []
         self.on_sent: Hook | None = None  # after each text frame the server sent
         self.on_audio: Callable[[WsTransport], bool] | None = None  # True: it dropped the connection
+        self.hang_resumes = False
         self._servers: list[Server] = []
         self.tasks: list[asyncio.Task[None]] = []
 
@@ -200,6 +204,9 @@ class ResumeServer:
     async def _handle(self, ws: ServerConnection) -> None:
         transport = WsTransport(ws, self, len(self.transports))
         self.transports.append(transport)
+        if transport.index > 0 and self.hang_resumes:
+            await ws.wait_closed()  # a replica that accepts connections but never answers
+            return
         session = StreamSession(uuid.uuid4().hex, transport, listening_decoder, POLICY, Limits(), self.store)
         transport.session = session
         await session.run()
@@ -213,8 +220,8 @@ class ResumeServer:
 
 
 @contextlib.asynccontextmanager
-async def running_server(store: StoreFactory) -> Any:
-    async with store() as s:
+async def running_server(store: StoreFactory, **overrides: Any) -> Any:
+    async with store(**overrides) as s:
         server = ResumeServer(s)
         await server.listen()
         try:
@@ -223,11 +230,13 @@ async def running_server(store: StoreFactory) -> Any:
             await server.aclose()
 
 
-def after_final(seq: int, action: Callable[[WsTransport], Awaitable[None] | None]) -> Hook:
-    """A hook running ``action`` on the first connection once it has sent final ``seq``."""
+def after_final(
+    seq: int, action: Callable[[WsTransport], Awaitable[None] | None], connection: int = 0
+) -> Hook:
+    """A hook running ``action`` on a connection (the first) once it has sent final ``seq``."""
 
     async def hook(transport: WsTransport, message: Msg) -> None:
-        if transport.index == 0 and message["type"] == "final" and message["seq"] == seq:
+        if transport.index == connection and message["type"] == "final" and message["seq"] == seq:
             result = action(transport)
             if result is not None:
                 await result
@@ -328,6 +337,30 @@ def test_dropped_connection_is_resumed_without_losing_or_repeating_a_final(store
     asyncio.run(main())
 
 
+def test_every_outage_is_resumed_on_its_own(store: StoreFactory) -> None:
+    async def main() -> None:
+        async with running_server(store) as server:
+            drops = [after_final(1, WsTransport.abort, 0), after_final(3, WsTransport.abort, 1)]
+
+            async def hook(transport: WsTransport, message: Msg) -> None:
+                for drop in drops:
+                    await drop(transport, message)
+
+            server.on_sent = hook
+            rec = Recorder()
+            result = await stream(server, 7.0, StreamOptions(speed=4.0), rec)
+
+            assert_complete(result, 7.0)
+            assert len(server.transports) == 3 and server.transports[1].aborted
+            assert [e.attempt for e in rec.of(Reconnecting)] == [1, 1]  # counted per outage
+            first, second = result.resumes
+            assert first.attempt == second.attempt == 1
+            assert first.resumed_at < second.disconnected_at  # each outage timed on its own
+            assert second.audio_offset >= first.audio_offset and second.next_seq > first.next_seq
+
+    asyncio.run(main())
+
+
 def test_fast_source_dropped_after_it_sent_everything_is_resumed(store: StoreFactory) -> None:
     """realtime=False: the whole file (and ``close``) may be on the wire when the server drops
     it; the client resends from the acked offset and closes again."""
@@ -376,6 +409,40 @@ def test_replay_buffer_overflow_is_reported_as_a_gap_and_sent_as_silence(store: 
     asyncio.run(main())
 
 
+def test_store_unavailable_on_resume_is_retried_until_the_store_is_back(
+    store: StoreFactory, own_redis: EmbeddedRedis
+) -> None:
+    async def main() -> None:
+        async with running_server(store, url=own_redis.url) as server:
+            restarts: list[asyncio.Task[None]] = []
+
+            async def restart_later() -> None:
+                await asyncio.sleep(0.5)
+                await asyncio.to_thread(own_redis.start)
+
+            async def kill_redis_then_drop(transport: WsTransport) -> None:
+                await asyncio.to_thread(own_redis.kill)
+                restarts.append(asyncio.create_task(restart_later()))
+                transport.abort()
+
+            server.on_sent = after_final(1, kill_redis_then_drop)
+            rec = Recorder()
+            result = await stream(server, 8.0, StreamOptions(speed=4.0), rec)
+            await asyncio.gather(*restarts)
+
+            assert_complete(result, 8.0)
+            tries = rec.of(Reconnecting)
+            refused = [e for e in tries if e.reason.startswith("store_unavailable:")]
+            assert refused, [e.reason for e in tries]
+            assert [e.attempt for e in tries] == list(range(1, len(tries) + 1))
+            (r,) = result.resumes
+            assert r.attempt == len(tries) >= 2
+            assert len(server.transports) == 1 + len(tries)
+            assert all(t.of("error")[0]["code"] == "store_unavailable" for t in server.transports[1:-1])
+
+    asyncio.run(main())
+
+
 def test_drained_server_is_resumed_and_the_cli_prints_it_once(store: StoreFactory) -> None:
     async def main() -> None:
         async with running_server(store) as server:
@@ -394,7 +461,7 @@ def test_drained_server_is_resumed_and_the_cli_prints_it_once(store: StoreFactor
             assert_complete(result, 6.0)
             first, _ = server.transports
             assert first.sent[-1] == {"type": "reconnect", "reason": "test drain"}
-            assert first.ws.close_code == 1012 and not first.aborted
+            assert first.closed_with == 1012 and not first.aborted
             assert [(e.attempt, e.reason) for e in rec.of(Reconnecting)] == [(1, "server: test drain")]
             (r,) = result.resumes
             assert r.audio_offset in [0.0] + [a["audio_offset"] for a in first.of("ack")]
@@ -421,6 +488,7 @@ def test_drained_server_is_resumed_and_the_cli_prints_it_once(store: StoreFactor
         ("token", "0" * 64, "invalid_resume_token", 4403),
         ("state", "closed", "session_closed", 4410),
     ],
+    ids=["token-mismatch", "session-closed"],
 )
 def test_fatal_resume_error_ends_the_stream_without_retrying(
     store: StoreFactory, field: str, value: str, code: str, close_code: int
@@ -441,7 +509,7 @@ def test_fatal_resume_error_ends_the_stream_without_retrying(
 
             assert result.error is not None and result.error.code == code
             assert result.close_code == close_code and result.summary is None
-            assert took < 3.0  # long before the audio ran out
+            assert took < 4.0  # long before the audio ran out
             assert [e.attempt for e in rec.of(Reconnecting)] == [1]
             assert result.resumes == [] and rec.of(m.Error) == [result.error]
             assert [f.seq for f in result.finals] == list(range(len(result.finals)))
@@ -532,8 +600,29 @@ def test_v1_client_gets_no_resume_and_a_drop_ends_the_stream(store: StoreFactory
             assert rec.of(Reconnecting) == [] and result.resumes == [] and result.gaps == []
             assert result.summary is None and result.close_code == 1006
             assert [f.seq for f in result.finals] == list(range(len(result.finals))) != []
-            assert took < 3.0  # ended by the drop, not by the end of the audio
+            assert took < 4.0  # ended by the drop, not by the end of the audio
             await asyncio.sleep(0.3)
             assert len(server.transports) == 1  # it never reconnected
+
+    asyncio.run(main())
+
+
+def test_resume_that_is_never_answered_is_retried_within_the_budget(store: StoreFactory) -> None:
+    async def main() -> None:
+        async with running_server(store) as server:
+            server.hang_resumes = True
+            server.on_sent = after_final(1, WsTransport.abort)
+            rec = Recorder()
+            opts = StreamOptions(speed=4.0, open_timeout_s=0.3, reconnect_budget_s=0.5)
+            began = time.monotonic()
+            result = await stream(server, 20.0, opts, rec)
+            took = time.monotonic() - began
+
+            assert result.error is not None and result.error.code == "reconnect_failed"
+            assert "Timeout" in result.error.message
+            tries = rec.of(Reconnecting)
+            assert [e.attempt for e in tries] == list(range(1, len(tries) + 1)) and len(tries) >= 2
+            assert len(server.transports) == 1 + len(tries)  # each try was a connection, then given up
+            assert result.resumes == [] and took < 4.0
 
     asyncio.run(main())
