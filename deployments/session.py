@@ -21,7 +21,6 @@ from deployments.store import NewSession, Progress, SessionStore, hash_token
 from deployments.streaming import LocalAgreement, PolicyConfig, Update
 from deployments.transcript import DecodeRequest, Hypothesis, Word
 from ingest import messages as m
-from ingest.audio import TARGET_RATE
 from ingest.errors import InternalError, Overloaded, RayscribeError, StoreUnavailable
 from ingest.protocol import (
     AudioEvent,
@@ -156,7 +155,10 @@ class StreamSession:
         record = await self.store.resume(request.session_id, request.resume_token, request.last_seq)
         self.session_id = record.session_id
         self.protocol.accept_resume(record.config)
-        self.policy.restore(record.progress.offset, record.progress.context)
+        stored = record.progress.offset
+        # the client can no longer resend audio before audio_from: skip it, say so in resumed
+        offset = max(stored, request.audio_from or 0.0)
+        self.policy.restore(offset, record.progress.context)
         self.stats.finals, self.stats.words = record.next_seq, record.progress.words
         self.writer = SessionWriter(
             self.store,
@@ -168,8 +170,12 @@ class StreamSession:
             on_lost=self._fail,
         )
         self.writer.start()
-        offset = round(record.progress.offset, 6)
-        resumed = m.Resumed(session_id=self.session_id, audio_offset=offset, next_seq=record.next_seq)
+        resumed = m.Resumed(
+            session_id=self.session_id,
+            audio_offset=round(offset, 6),
+            next_seq=record.next_seq,
+            skipped_from=round(stored, 6) if offset > stored else None,
+        )
         self.protocol.send(resumed)
         for final in record.missed:
             self.protocol.send(final)
@@ -180,6 +186,10 @@ class StreamSession:
             record.epoch,
             len(record.missed),
         )
+        if offset > stored:
+            log.warning(
+                "session %s: audio %.2f-%.2f s lost (client replay buffer)", self.session_id, stored, offset
+            )
 
     async def _ack(self, offset: float) -> None:
         if self.protocol.state == State.STREAMING:
@@ -200,14 +210,14 @@ class StreamSession:
                 await self._wake.wait()
                 self._wake.clear()
                 async with self._lock:
-                    if not self.policy.ready() or self.protocol.state >= State.CLOSING:
+                    due = self.policy.ready() or self.policy.backlogged()
+                    if not due or self.protocol.state >= State.CLOSING:
                         continue
                     request = self._next_request()
                     hyp = await self._decode(request)
-                    update = self.policy.apply(hyp)
-                    await self._emit(update, request.offset + len(request.audio) / TARGET_RATE)
+                    await self._emit(self.policy.apply(hyp), self.policy.window_end)
                 await self._pump()
-                if self.policy.ready():
+                if self.policy.ready() or self.policy.backlogged():
                     self._wake.set()
         except asyncio.CancelledError:
             raise
@@ -219,6 +229,9 @@ class StreamSession:
 
     async def _flush(self) -> None:
         async with self._lock:
+            while self.policy.backlogged():  # 30 s at a time, then the tail
+                request = self._next_request()
+                await self._emit(self.policy.apply(await self._decode(request)), self.policy.window_end)
             if len(self.policy.buffer) == 0:
                 return
             hyp = await self._decode(self._next_request())
@@ -226,7 +239,8 @@ class StreamSession:
 
     def _next_request(self) -> DecodeRequest:
         if self.policy.overflowing():
-            raise Overloaded("the stream fell more than 30 s behind real time")
+            limit = self.policy.config.max_backlog_s
+            raise Overloaded(f"the stream fell more than {limit:.0f} s behind real time")
         return self.policy.request()
 
     async def _decode(self, request: DecodeRequest) -> Hypothesis:

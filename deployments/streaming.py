@@ -28,6 +28,9 @@ class PolicyConfig(BaseModel):
     max_buffer_s: float = Field(15.0, ge=2.0, le=25.0)  # cut the buffer past this
     hard_buffer_s: float = Field(27.0, ge=5.0, le=30.0)  # force-commit past this (model max 30)
     prompt_chars: int = Field(200, ge=0, le=800)  # committed text fed back as the prompt
+    # audio waiting beyond this (a resume resending a long backlog, a stream far behind) is
+    # refused with 1013 rather than held in memory; below it a backlog is decoded 30 s at a time
+    max_backlog_s: float = Field(120.0, ge=30.0, le=900.0)
     overlap_tolerance_s: float = Field(0.25, ge=0.0)  # word-start slack around the commit point
     # feed committed words still inside the buffer to the decoder instead of re-decoding them
     force_committed: bool = True
@@ -51,6 +54,7 @@ class LocalAgreement:
         self.committed: list[Word] = []
         self.pending: list[Word] = []  # the previous hypothesis beyond the committed words
         self.undecoded_s = 0.0  # audio added since the last decode request
+        self._window_end: float | None = None  # where the last decode request's audio ended
 
     # --- audio ------------------------------------------------------------------------
 
@@ -87,15 +91,28 @@ class LocalAgreement:
         self.committed = list(context)
         self.pending = []
         self.undecoded_s = 0.0
+        self._window_end = None
 
     def request(self) -> DecodeRequest:
-        """What to decode now: the whole buffer, prompted with earlier committed text."""
+        """What to decode now: the buffer (its first 30 s if a backlog is waiting), prompted
+        with earlier committed text."""
         self.undecoded_s = 0.0
         inside = sum(1 for w in self.committed if w.start >= self.buffer_offset)
         split = len(self.committed) - inside
         prompt = "".join(w.text for w in self.committed[:split])[-self.config.prompt_chars :]
         forced = "".join(w.text for w in self.committed[split:]) if self.config.force_committed else ""
-        return DecodeRequest(self.buffer.copy(), self.buffer_offset, prompt, forced)
+        window = self.buffer[: int(MODEL_WINDOW_S * SAMPLE_RATE)].copy()
+        self._window_end = self.buffer_offset + len(window) / SAMPLE_RATE
+        return DecodeRequest(window, self.buffer_offset, prompt, forced)
+
+    @property
+    def window_end(self) -> float:
+        """Stream seconds where the audio of the last decode request ended."""
+        return self.audio_end if self._window_end is None else self._window_end
+
+    def backlogged(self) -> bool:
+        """More audio waits than one decode can see: the next request is a 30 s window."""
+        return self._buffer_s() > MODEL_WINDOW_S
 
     # --- hypotheses ---------------------------------------------------------------------
 
@@ -117,14 +134,18 @@ class LocalAgreement:
             if norm(old.text) != norm(new.text):
                 break
             agreed += 1
+        cutoff = self.window_end - 5.0
         if self._buffer_s() > self.config.hard_buffer_s:
             # far behind or no agreement for too long: commit all but the last 5 s, agreed or not
-            cutoff = self.audio_end - 5.0
             agreed = max(agreed, next((i for i, w in enumerate(words) if w.end > cutoff), len(words)))
         commit = words[:agreed]
         self.committed.extend(commit)
         self.pending = words[len(commit) :]
-        self._trim(hyp)
+        if self.audio_end > self.window_end + 1e-6 and self._buffer_s() > self.config.hard_buffer_s:
+            # a backlog: move on to the next window, keeping only what is still uncommitted
+            self._cut_at(min([cutoff] + [w.start for w in self.pending]))
+        else:
+            self._trim(hyp)
         return Update(commit, list(self.pending))
 
     def flush(self, hyp: Hypothesis) -> Update:
@@ -150,14 +171,14 @@ class LocalAgreement:
             late_enough = [t for t in ends if self.audio_end - t <= self.config.max_buffer_s]
             cut = late_enough[-1] if late_enough else inside[-1].end
         elif not hyp.words:
-            cut = self.audio_end - self.config.step_s * 5  # silence: keep only the recent past
+            cut = self.window_end - self.config.step_s * 5  # silence: keep only the recent past
         else:
             return
         self._cut_at(cut)
 
     def overflowing(self) -> bool:
-        """The buffer is past what the model can see at once (the stream fell behind)."""
-        return self._buffer_s() > MODEL_WINDOW_S
+        """More audio waits than the stream may hold (see ``max_backlog_s``)."""
+        return self._buffer_s() > self.config.max_backlog_s
 
     def _cut_at(self, t: float) -> None:
         drop = int(round((t - self.buffer_offset) * SAMPLE_RATE))

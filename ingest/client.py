@@ -70,7 +70,8 @@ class SessionResumed:
 
 @dataclass(frozen=True)
 class AudioGap:
-    """Audio the replay buffer had already dropped when a resume needed it: sent as silence."""
+    """Audio lost to a replay-buffer overflow during an outage: the server skips it on resume
+    (``resumed.skipped_from``); stream time stays aligned."""
 
     start_s: float
     end_s: float
@@ -156,6 +157,7 @@ class _Session:
         self.caught_up = asyncio.Event()  # the sender has sent everything captured
         self.capture_done = False
         self.sent_to = 0  # sample index sent on the current connection
+        self.keep_from: int | None = None  # while connected: audio from here must not be dropped
         self.reason = ""
         self.lost_at: float | None = None  # when the current outage began
         self.attempt = 0  # reconnect attempts in the current outage
@@ -184,7 +186,7 @@ class _Session:
             while not self.opts.realtime and self.sent_to < self.buffer.end:
                 self.caught_up.clear()
                 await self.caught_up.wait()
-            self.buffer.append(chunk)
+            self.buffer.append(chunk, self.keep_from)
             self.result.sent.append((self.buffer.end / self.rate, time.monotonic()))
             self.captured.set()
         self.capture_done = True
@@ -230,6 +232,7 @@ class _Session:
         try:
             return await self._receive(ws)
         finally:
+            self.keep_from = None  # disconnected: the buffer may overflow again
             sender.cancel()
             with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
                 await sender
@@ -243,11 +246,12 @@ class _Session:
             return _Outcome.DONE
         self.result.session_id = ready.session_id
         self._emit(ready)
-        self.sent_to = 0
+        self.sent_to = self.keep_from = 0
         return None
 
     async def _resume(self, ws: ClientConnection) -> _Outcome | None:
-        await ws.send(self.client.resume_message(self.last_seq))
+        self.keep_from = self.buffer.base  # what the server may ask for stays until it answers
+        await ws.send(self.client.resume_message(self.last_seq, audio_from=self.buffer.base / self.rate))
         # a replica that accepts the connection but never answers must not stall the resume
         # past reconnect_budget_s: a timeout here is retried like a failed connection
         async with asyncio.timeout(self.opts.open_timeout_s):
@@ -261,8 +265,9 @@ class _Session:
         if not isinstance(answer, m.Resumed):
             raise ProtocolError(f"expected resumed, got {answer.type}")
         self._emit(answer)
-        self.sent_to = round(answer.audio_offset * self.rate)
-        await self._fill_gap(ws)
+        self.sent_to = self.keep_from = round(answer.audio_offset * self.rate)
+        if answer.skipped_from is not None:  # the server skipped audio the buffer had dropped
+            self._gap(answer.skipped_from, answer.audio_offset)
         resumed = SessionResumed(
             session_id=answer.session_id,
             attempt=self.attempt,
@@ -274,22 +279,13 @@ class _Session:
             next_seq=answer.next_seq,
         )
         self.result.resumes.append(resumed)
-        self.lost_at = None
         self._emit(resumed)
         return None
 
-    async def _fill_gap(self, ws: ClientConnection) -> None:
-        """Audio the server needs but the replay buffer dropped: report it, send silence in its
-        place so stream time stays aligned with the server's."""
-        if self.sent_to >= self.buffer.base:
-            return
-        gap = AudioGap(self.sent_to / self.rate, self.buffer.base / self.rate)
+    def _gap(self, start_s: float, end_s: float) -> None:
+        gap = AudioGap(start_s, end_s)
         self.result.gaps.append(gap)
         self._emit(gap)
-        while self.sent_to < self.buffer.base:
-            n = min(self.buffer.base - self.sent_to, self._frame())
-            await ws.send(encode_pcm(np.zeros(n, dtype=np.float32), self.opts.encoding))
-            self.sent_to += n
 
     def _frame(self) -> int:
         return max(1, int(self.opts.chunk_s * self.rate))
@@ -297,11 +293,10 @@ class _Session:
     async def _send(self, ws: ClientConnection) -> None:
         """Send captured audio from ``sent_to`` on; ``close`` once capture ended and all is sent."""
         while True:
-            await self._fill_gap(ws)  # a sender far behind a live source overflowed the buffer
             if self.sent_to < self.buffer.end:
                 stop = min(self.buffer.end, self.sent_to + self._frame())
                 await ws.send(encode_pcm(self.buffer.read(self.sent_to, stop), self.opts.encoding))
-                self.sent_to = stop
+                self.sent_to = self.keep_from = stop
                 continue
             self.caught_up.set()
             if self.capture_done:
@@ -318,6 +313,8 @@ class _Session:
                 if isinstance(message, m.Reconnect):
                     self.reason = f"server: {message.reason}"
                     return _Outcome.RETRY
+                if isinstance(message, m.Ack | m.Final):
+                    self.lost_at = None  # progress: an outage, if any, is over
                 if isinstance(message, m.Ack):
                     self.buffer.ack(round(message.audio_offset * self.rate))
                 elif isinstance(message, m.Error) and message.code in RETRYABLE_ERRORS and self._resumable:

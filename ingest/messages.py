@@ -45,6 +45,9 @@ class Resume(_Message):
     session_id: str = Field(min_length=1, max_length=64)
     resume_token: str = Field(min_length=1, max_length=128)
     last_seq: int = Field(-1, ge=-1)  # highest final seq the client holds; -1: none
+    # the earliest stream second the client can still resend (its replay buffer overflowed
+    # past the server's offset): the server skips the audio before it instead of waiting for it
+    audio_from: float | None = Field(None, ge=0.0)
 
 
 class Finalize(_Message):
@@ -131,6 +134,7 @@ class Resumed(_ServerMessage):
     next_seq: int  # seq of the next final; missed ones before it follow
     protocol: str = PROTOCOL_V1_1
     sample_rate: int = 16000
+    skipped_from: float | None = None  # audio from here to audio_offset was lost (client's audio_from)
 
 
 class Reconnect(_ServerMessage):

@@ -227,12 +227,17 @@ class ClientProtocol:
     def start_message(self) -> str:
         return self.start.model_dump_json()
 
-    def resume_message(self, last_seq: int) -> str:
+    def resume_message(self, last_seq: int, audio_from: float | None = None) -> str:
         if self.session_id is None or self.resume_token is None:
             raise ProtocolError("cannot resume: the server gave this session no resume token")
         self.closed = False
-        resume = m.Resume(session_id=self.session_id, resume_token=self.resume_token, last_seq=last_seq)
-        return resume.model_dump_json()
+        resume = m.Resume(
+            session_id=self.session_id,
+            resume_token=self.resume_token,
+            last_seq=last_seq,
+            audio_from=audio_from,
+        )
+        return resume.model_dump_json(exclude_none=True)
 
     @staticmethod
     def control(message: m.Finalize | m.Close | m.KeepAlive) -> str:

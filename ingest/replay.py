@@ -20,12 +20,15 @@ class ReplayBuffer:
         self.base = 0  # index of the oldest sample kept
         self.end = 0  # index one past the newest sample captured
 
-    def append(self, samples: np.ndarray) -> None:
+    def append(self, samples: np.ndarray, keep_from: int | None = None) -> None:
+        """Add captured audio; past ``max_s`` drop the oldest, but never from ``keep_from`` on
+        (audio a live connection still has to send)."""
         if samples.size == 0:
             return
         self._chunks.append((self.end, samples.astype(np.float32, copy=False)))
         self.end += len(samples)
-        self._drop_before(self.end - self.max_samples)
+        overflow = self.end - self.max_samples
+        self._drop_before(overflow if keep_from is None else min(overflow, keep_from))
 
     def ack(self, index: int) -> None:
         """The server has everything before ``index`` durably: it is never needed again."""

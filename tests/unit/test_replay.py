@@ -123,3 +123,12 @@ def test_tiny_buffer_keeps_at_least_one_sample() -> None:
     buf.append(ramp(0, 3))
     assert (buf.base, buf.end) == (2, 3)
     np.testing.assert_array_equal(buf.read(2, 3), [2.0])
+
+
+def test_overflow_never_drops_audio_a_live_connection_has_still_to_send() -> None:
+    buf = ReplayBuffer(rate=10, max_s=1.0)  # 10 samples
+    buf.append(np.arange(8, dtype=np.float32), keep_from=0)
+    buf.append(np.arange(8, dtype=np.float32), keep_from=3)  # over by 6, but 3.. is unsent
+    assert buf.base == 3 and buf.end == 16
+    buf.append(np.arange(2, dtype=np.float32))  # disconnected: the bound applies again
+    assert buf.base == 8 and buf.end == 18

@@ -50,13 +50,17 @@ async def counting_decoder(req: DecodeRequest) -> Hypothesis:
     n = int(len(req.audio) / 8000)
     first = int(round(req.offset / 0.5))
     return Hypothesis(
-        [Word(" " + WORDS[first + i], req.offset + i * 0.5, req.offset + (i + 1) * 0.5) for i in range(n)]
+        [Word(" " + word(first + i), req.offset + i * 0.5, req.offset + (i + 1) * 0.5) for i in range(n)]
     )
 
 
-def run(incoming: list[str | bytes], decode=counting_decoder, sock=None) -> ScriptedSocket:  # type: ignore[no-untyped-def]
+def word(i: int) -> str:
+    return WORDS[i] if i < len(WORDS) else f"w{i}"
+
+
+def run(incoming: list[str | bytes], decode=counting_decoder, sock=None, policy=None) -> ScriptedSocket:  # type: ignore[no-untyped-def]
     sock = sock or ScriptedSocket(incoming)
-    session = StreamSession("s1", sock, decode, PolicyConfig(step_s=1.0), Limits())
+    session = StreamSession("s1", sock, decode, policy or PolicyConfig(step_s=1.0), Limits())
     asyncio.run(session.run())
     return sock
 
@@ -113,16 +117,46 @@ def test_bad_frame_mid_stream_closes_with_its_code() -> None:
     assert sock.sent[-1]["code"] == "unsupported_audio" and sock.close_code == 1003
 
 
-def test_stream_that_falls_30_s_behind_is_closed_overloaded() -> None:
-    """The first decode is held until 40 s of audio has arrived: more than the model's
-    window, so the stream is refused with 1013 instead of silently dropping audio."""
+class BacklogSocket(ScriptedSocket):
+    """Flags when every audio frame was delivered and only the final ``close`` is left."""
+
+    def __init__(self, incoming: list[str | bytes]) -> None:
+        super().__init__(incoming)
+        self.backlog_in = asyncio.Event()
+
+    async def receive(self) -> str | bytes | None:
+        if len(self.incoming) == 1:
+            self.backlog_in.set()
+        return await super().receive()
+
+
+def test_a_backlog_longer_than_the_model_window_is_decoded_30_s_at_a_time() -> None:
+    """The first decode is held until 70 s of audio has arrived (a resume resending a long
+    backlog, or a stream far behind): it is decoded window by window, nothing lost or doubled."""
+    sock = BacklogSocket([START, *audio_frames(70.0), '{"type": "close"}'])
+    seen: list[float] = []
+
+    async def stuck(req: DecodeRequest) -> Hypothesis:
+        await sock.backlog_in.wait()
+        seen.append(len(req.audio) / 16000)
+        return await counting_decoder(req)
+
+    run([], decode=stuck, sock=sock)
+    assert sock.close_code == 1000, sock.sent[-1]
+    assert max(seen) <= 30.0  # no decode saw more than the model's window
+    words = [w["word"] for m in sock.sent if m["type"] == "final" for w in m["words"]]  # type: ignore[attr-defined]
+    assert words == [word(i) for i in range(140)]
+
+
+def test_stream_past_the_backlog_limit_is_closed_overloaded() -> None:
+    """Past max_backlog_s the stream is refused with 1013 instead of holding the audio."""
     sock = ScriptedSocket([START, *audio_frames(40.0)])
 
     async def stuck(req: DecodeRequest) -> Hypothesis:
         await sock.drained.wait()
         return await counting_decoder(req)
 
-    run([], decode=stuck, sock=sock)
+    run([], decode=stuck, sock=sock, policy=PolicyConfig(max_backlog_s=35.0))
     err = sock.sent[-1]
     assert err["type"] == "error" and err["code"] == "overloaded"
     assert sock.close_code == 1013
