@@ -135,19 +135,24 @@ class StreamSession:
         if self.store is None or not self.protocol.resumable:
             return None
         token = secrets.token_urlsafe(24)
-        self.writer = SessionWriter(
-            self.store,
-            self.session_id,
-            epoch=1,
-            next_seq=0,
-            progress=Progress(0.0, [], 0),
-            on_ack=self._ack,
-            on_lost=self._fail,
-            new=NewSession(config, hash_token(token)),
-        )
-        await self.writer.commit([], self.writer.progress)  # resumable from `ready` on
-        self.writer.start()
+        new = NewSession(config, hash_token(token))
+        writer = self._open_writer(self.store, 1, 0, Progress(0.0, [], 0), new)
+        await writer.commit([], writer.progress)  # resumable from `ready` on
         return token
+
+    def _open_writer(
+        self,
+        store: SessionStore,
+        epoch: int,
+        next_seq: int,
+        progress: Progress,
+        new: NewSession | None = None,
+    ) -> SessionWriter:
+        self.writer = SessionWriter(
+            store, self.session_id, epoch, next_seq, progress, on_ack=self._ack, on_lost=self._fail, new=new
+        )
+        self.writer.start()
+        return self.writer
 
     async def _resume(self, request: m.Resume) -> None:
         if self.store is None:
@@ -158,18 +163,9 @@ class StreamSession:
         stored = record.progress.offset
         # the client can no longer resend audio before audio_from: skip it, say so in resumed
         offset = max(stored, request.audio_from or 0.0)
-        self.policy.restore(offset, record.progress.context)
+        self.policy.restore(offset, record.progress.context, record.progress.pending)
         self.stats.finals, self.stats.words = record.next_seq, record.progress.words
-        self.writer = SessionWriter(
-            self.store,
-            self.session_id,
-            record.epoch,
-            record.next_seq,
-            record.progress,
-            on_ack=self._ack,
-            on_lost=self._fail,
-        )
-        self.writer.start()
+        self._open_writer(self.store, record.epoch, record.next_seq, record.progress)
         resumed = m.Resumed(
             session_id=self.session_id,
             audio_offset=round(offset, 6),
@@ -257,7 +253,8 @@ class StreamSession:
             self.stats.words += len(update.committed)
         if self.writer is not None and (finals or self.policy.buffer_offset > self.writer.progress.offset):
             # durable before it is sent: a resumed connection replays it, never re-decodes it
-            progress = Progress(self.policy.buffer_offset, self.policy.context(), self.stats.words)
+            context = self.policy.context()
+            progress = Progress(self.policy.buffer_offset, context, self.stats.words, self.policy.pending)
             await self.writer.commit(finals, progress)
         for final in finals:
             self.protocol.send(final)

@@ -22,7 +22,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -85,6 +85,9 @@ class Progress:
     offset: float  # stream seconds where the uncommitted audio starts
     context: list[Word]  # committed words the decoder still needs (prompt + forced prefix)
     words: int  # committed words so far (for the summary)
+    # the newest hypothesis past the committed words: the first decode after a resume can agree
+    # with it and commit at once instead of waiting for two fresh decodes
+    pending: list[Word] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -97,12 +100,23 @@ class SessionRecord:
     missed: list[m.Final]  # finals after the client's last_seq
 
 
-def _encode_words(words: list[Word]) -> str:
-    return json.dumps([[w.text, w.start, w.end, w.probability] for w in words])
+def _encode_words(words: list[Word]) -> list[list[str | float]]:
+    return [[w.text, w.start, w.end, w.probability] for w in words]
 
 
-def _decode_words(raw: str) -> list[Word]:
-    return [Word(str(t), float(s), float(e), float(p)) for t, s, e, p in json.loads(raw)]
+def _decode_words(rows: list[list[str | float]]) -> list[Word]:
+    return [Word(str(t), float(s), float(e), float(p)) for t, s, e, p in rows]
+
+
+def _encode_context(progress: Progress) -> str:
+    return json.dumps(
+        {"committed": _encode_words(progress.context), "pending": _encode_words(progress.pending)}
+    )
+
+
+def _decode_context(raw: str) -> tuple[list[Word], list[Word]]:
+    data = json.loads(raw) if raw else {}
+    return _decode_words(data.get("committed", [])), _decode_words(data.get("pending", []))
 
 
 # KEYS: hash, finals.  ARGV: epoch, offset, context, words, now, ttl, config, token, owner,
@@ -149,7 +163,7 @@ redis.call('HSET', KEYS[1], 'updated', ARGV[2], 'owner', ARGV[5])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('EXPIRE', KEYS[2], ARGV[3])
 local missed = redis.call('LRANGE', KEYS[2], tonumber(ARGV[4]) + 1, -1)
-return {0, epoch, h[4], h[5] or '0', h[6] or '[]', h[7] or '0', h[8], missed}
+return {0, epoch, h[4], h[5] or '0', h[6] or '', h[7] or '0', h[8], missed}
 """
 
 # KEYS: hash, finals.  ARGV: epoch, grace.  A superseded connection cannot close the session.
@@ -212,7 +226,7 @@ class SessionStore:
         args: list[str | int] = [
             epoch,
             repr(progress.offset),
-            _encode_words(progress.context),
+            _encode_context(progress),
             progress.words,
             repr(time.time()),
             self.config.session_ttl_s,
@@ -253,11 +267,12 @@ class SessionStore:
         if code == -5:
             raise InvalidResumeToken("the resume token does not match the session")
         _, epoch, config, offset, context, words, next_seq, missed = res
+        committed, pending = _decode_context(context)
         return SessionRecord(
             session_id=session_id,
             config=m.Start.model_validate_json(config),
             epoch=int(epoch),
-            progress=Progress(float(offset), _decode_words(context), int(words)),
+            progress=Progress(float(offset), committed, int(words), pending),
             next_seq=int(next_seq),
             missed=[m.Final.model_validate_json(f) for f in missed],
         )

@@ -84,12 +84,13 @@ class LocalAgreement:
             chars += len(self.committed[keep].text)
         return self.committed[keep:]
 
-    def restore(self, offset: float, context: list[Word]) -> None:
-        """Continue a session from durable state: audio resumes at ``offset``."""
+    def restore(self, offset: float, context: list[Word], pending: list[Word] | None = None) -> None:
+        """Continue a session from durable state: audio resumes at ``offset``; ``pending`` (the
+        last hypothesis) lets the first decode after the resume commit what it agrees with."""
         self.buffer = np.zeros(0, dtype=np.float32)
         self.buffer_offset = offset
         self.committed = list(context)
-        self.pending = []
+        self.pending = [w for w in pending or [] if w.start >= offset]
         self.undecoded_s = 0.0
         self._window_end = None
 

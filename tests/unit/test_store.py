@@ -70,7 +70,8 @@ def test_first_sync_creates_the_session_with_finals_and_progress(store: StoreFac
             assert got == finals(0, 1)
             assert fields["epoch"] == "1" and fields["state"] == "open" and fields["next_seq"] == "2"
             assert float(fields["offset"]) == 1.0 and fields["words"] == "2"
-            assert json.loads(fields["context"]) == [[w.text, w.start, w.end, w.probability] for w in ctx]
+            rows = [[w.text, w.start, w.end, w.probability] for w in ctx]
+            assert json.loads(fields["context"]) == {"committed": rows, "pending": []}
             assert m.Start.model_validate_json(fields["config"]) == START
             assert fields["token"] == hash_token(TOKEN) and TOKEN not in fields.values()  # only the hash
 
@@ -336,5 +337,19 @@ def test_sessions_are_isolated_by_id_and_prefix(store: StoreFactory) -> None:
             with pytest.raises(SessionNotFound):
                 await other.resume(SID, TOKEN, last_seq=-1)
             assert (await s.resume(SID, TOKEN, last_seq=-1)).missed == finals(0, 1)
+
+    asyncio.run(main())
+
+
+def test_resume_returns_the_last_hypothesis_with_the_progress(store: StoreFactory) -> None:
+    """The pending words (newest hypothesis past the committed ones) travel with the progress, so
+    the first decode after a resume can agree with them."""
+
+    async def main() -> None:
+        async with store() as s:
+            pending = words(4, 6)
+            await s.sync(SID, 1, 0, finals(0, 1), Progress(1.0, words(0, 3), 4, pending), NEW)
+            rec = await s.resume(SID, TOKEN, 1)
+            assert rec.progress == Progress(1.0, words(0, 3), 4, pending)
 
     asyncio.run(main())

@@ -133,3 +133,16 @@ def test_buffer_cut_falls_back_to_the_last_commit_when_the_sentence_end_is_too_e
     la.apply(hyp(spec))
     la.apply(hyp(spec + " fourteen"))  # all committed; the only sentence end is at 0.5 s
     assert la.buffer_offset == 6.5  # cut after "thirteen" (last commit), not at "one."
+
+
+def test_restored_policy_commits_on_the_first_decode_that_agrees_with_the_saved_hypothesis() -> None:
+    la = LocalAgreement()
+    la.add_audio(np.zeros(3 * SR, dtype=np.float32))
+    la.apply(hyp("alpha beta"))
+    la.apply(hyp("alpha beta gamma delta"))  # commits alpha beta; gamma delta pending
+    saved = (la.buffer_offset, la.context(), list(la.pending))
+    again = LocalAgreement()
+    again.restore(*saved)
+    again.add_audio(np.zeros(4 * SR, dtype=np.float32))
+    update = again.apply(hyp("alpha beta gamma delta epsilon"))
+    assert [w.text.strip() for w in update.committed] == ["gamma", "delta"]
