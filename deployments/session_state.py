@@ -144,21 +144,26 @@ class SessionWriter:
 
     async def stop(self) -> None:
         """The connection is gone: one last attempt to persist what is pending."""
-        for task in (self._heartbeat, self._retry):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        tasks = [t for t in (self._heartbeat, self._retry) if t is not None and not t.done()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            # bounded: a task stuck in a Redis call must not hold the socket's close hostage
+            _, stuck = await asyncio.wait(tasks, timeout=2 * self.store.config.op_timeout_s)
+            if stuck:
+                log.warning("session %s: %d writer task(s) did not stop", self.session_id, len(stuck))
         # a session never written yet (ended before its first final or heartbeat) is created
         # now: its client already holds a resume token
         if (self.pending or self._new is not None) and not self.dead:
-            with contextlib.suppress(StoreUnavailable, ResumeConflict):
-                await self._write()
+            with contextlib.suppress(StoreUnavailable, ResumeConflict, TimeoutError):
+                await asyncio.wait_for(self._write(), timeout=2 * self.store.config.op_timeout_s)
 
     async def close(self) -> None:
         """The client closed the stream: persist the last finals, then mark it closed."""
         await self.stop()
         if not self.dead:
-            with contextlib.suppress(StoreUnavailable):
-                await self.store.close(self.session_id, self.epoch)
+            with contextlib.suppress(StoreUnavailable, TimeoutError):
+                await asyncio.wait_for(
+                    self.store.close(self.session_id, self.epoch), 2 * self.store.config.op_timeout_s
+                )
         self.dead = True
