@@ -9,6 +9,7 @@ offset it advances before it is sent, and a later connection can ``resume`` it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
@@ -77,11 +78,15 @@ class StreamSession:
         self._send_lock = asyncio.Lock()
         self._closed = False
         self._worker: asyncio.Task[None] | None = None
+        # a fault found by a background task (decode loop, writer): the socket task ends the
+        # stream with it, so the error and the close go out from the task that owns the socket
+        self._fault: RayscribeError | None = None
+        self._faulted = asyncio.Event()
 
     async def run(self) -> None:
         try:
             while not self._closed and self.protocol.state < State.CLOSING:
-                data = await self.transport.receive()
+                data = await self._receive()
                 if data is None:
                     if not self._closed:
                         log.info("session %s: client disconnected", self.session_id)
@@ -107,6 +112,27 @@ class StreamSession:
                 await self.writer.stop()
             async with self._send_lock:
                 pass  # a close started by the decode loop or the writer finishes first
+
+    async def _receive(self) -> str | bytes | None:
+        """The next frame from the client, unless a background task reported a fault first."""
+        if not self._faulted.is_set():
+            frame = asyncio.ensure_future(self.transport.receive())
+            fault = asyncio.ensure_future(self._faulted.wait())
+            await asyncio.wait({frame, fault}, return_when=asyncio.FIRST_COMPLETED)
+            fault.cancel()
+            if frame.done():
+                return frame.result()
+            frame.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await frame
+        assert self._fault is not None
+        raise self._fault
+
+    async def _report(self, error: RayscribeError) -> None:
+        """A background task's fault: hand it to the socket task (see ``_receive``)."""
+        if self._fault is None:
+            self._fault = error
+        self._faulted.set()
 
     async def _on_event(self, event: Event) -> None:
         if isinstance(event, StartEvent):
@@ -149,7 +175,7 @@ class StreamSession:
         new: NewSession | None = None,
     ) -> SessionWriter:
         self.writer = SessionWriter(
-            store, self.session_id, epoch, next_seq, progress, on_ack=self._ack, on_lost=self._fail, new=new
+            store, self.session_id, epoch, next_seq, progress, on_ack=self._ack, on_lost=self._report, new=new
         )
         self.writer.start()
         return self.writer
@@ -218,10 +244,10 @@ class StreamSession:
         except asyncio.CancelledError:
             raise
         except RayscribeError as e:
-            await self._fail(e)
+            await self._report(e)
         except Exception:
             log.exception("session %s: decode failed", self.session_id)
-            await self._fail(InternalError("transcription failed"))
+            await self._report(InternalError("transcription failed"))
 
     async def _flush(self) -> None:
         async with self._lock:
