@@ -81,7 +81,9 @@ class StreamSession:
         # a fault found by a background task (decode loop, writer): the socket task ends the
         # stream with it, so the error and the close go out from the task that owns the socket
         self._fault: RayscribeError | None = None
+        self._drain_reason: str | None = None
         self._faulted = asyncio.Event()
+        self._done = asyncio.Event()  # run() has returned
 
     async def run(self) -> None:
         try:
@@ -99,6 +101,8 @@ class StreamSession:
                 for event in self.protocol.events_received():
                     await self._on_event(event)
                 await self._pump()
+        except _Draining as d:
+            await self._reconnect(d.reason)
         except RayscribeError as e:
             await self._fail(e)
         except Exception:
@@ -112,6 +116,7 @@ class StreamSession:
                 await self.writer.stop()
             async with self._send_lock:
                 pass  # a close started by the decode loop or the writer finishes first
+            self._done.set()
 
     async def _receive(self) -> str | bytes | None:
         """The next frame from the client, unless a background task reported a fault first."""
@@ -125,6 +130,8 @@ class StreamSession:
             frame.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await frame
+        if self._drain_reason is not None:
+            raise _Draining(self._drain_reason)
         assert self._fault is not None
         raise self._fault
 
@@ -218,8 +225,15 @@ class StreamSession:
             self.protocol.send(m.Ack(audio_offset=round(offset, 6)))
             await self._pump()
 
-    async def drain(self, reason: str) -> None:
-        """This replica is going away: persist, tell a v1.1 client to resume elsewhere, close 1012."""
+    async def drain(self, reason: str, timeout_s: float = 5.0) -> None:
+        """This replica is going away: persist, tell a v1.1 client to resume elsewhere, close
+        1012.  The socket task does it (see ``_receive``); this waits until it has."""
+        self._drain_reason = reason
+        self._faulted.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._done.wait(), timeout_s)
+
+    async def _reconnect(self, reason: str) -> None:
         async with self._lock:  # not in the middle of a commit
             if self.writer is not None:
                 await self.writer.stop()
@@ -324,6 +338,14 @@ class StreamSession:
             if self.protocol.close_code is not None:
                 self._closed = True
                 await self.transport.close(self.protocol.close_code)
+
+
+class _Draining(Exception):
+    """Raised in the socket task when the replica drains (not an error of the stream)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 def _final(seq: int, words: list[Word]) -> m.Final:
