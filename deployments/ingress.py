@@ -97,7 +97,10 @@ class Ingress:
     async def drain(self, reason: str = "server restart") -> int:
         """Persist every session, tell its client to resume elsewhere, close with 1012."""
         sessions = list(self.sessions)
-        await asyncio.gather(*(s.drain(reason) for s in sessions), return_exceptions=True)
+        results = await asyncio.gather(*(s.drain(reason) for s in sessions), return_exceptions=True)
+        for session, result in zip(sessions, results, strict=True):
+            if isinstance(result, BaseException):  # one session's failure must not stop the rest
+                log.error("session %s: drain failed", session.session_id, exc_info=result)
         return len(sessions)
 
     async def __del__(self) -> None:

@@ -15,7 +15,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 from deployments.session_state import SessionWriter
 from deployments.store import NewSession, Progress, SessionStore, hash_token
@@ -83,6 +83,7 @@ class StreamSession:
         self._fault: RayscribeError | None = None
         self._drain_reason: str | None = None
         self._faulted = asyncio.Event()
+        self._fault_wait: asyncio.Task[Literal[True]] | None = None  # one waiter per stream
         self._done = asyncio.Event()  # run() has returned
 
     async def run(self) -> None:
@@ -109,8 +110,9 @@ class StreamSession:
             log.exception("session %s failed", self.session_id)
             await self._fail(InternalError("internal server error"))
         finally:
-            if self._worker is not None:
-                self._worker.cancel()
+            for task in (self._worker, self._fault_wait):
+                if task is not None:
+                    task.cancel()
             if self.writer is not None:
                 # a dropped connection: keep what is committed; the session stays resumable
                 await self.writer.stop()
@@ -121,10 +123,11 @@ class StreamSession:
     async def _receive(self) -> str | bytes | None:
         """The next frame from the client, unless a background task reported a fault first."""
         if not self._faulted.is_set():
+            if self._fault_wait is None:  # made once, not per frame: this is the hot path
+                self._fault_wait = asyncio.ensure_future(self._faulted.wait())
             frame = asyncio.ensure_future(self.transport.receive())
-            fault = asyncio.ensure_future(self._faulted.wait())
-            await asyncio.wait({frame, fault}, return_when=asyncio.FIRST_COMPLETED)
-            fault.cancel()
+            waiters: set[asyncio.Future[object]] = {frame, self._fault_wait}  # type: ignore[arg-type]
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
             if frame.done():
                 return frame.result()
             frame.cancel()

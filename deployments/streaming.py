@@ -74,11 +74,14 @@ class LocalAgreement:
         """A step's worth of new audio is waiting to be decoded."""
         return self.undecoded_s >= self.config.step_s
 
+    def _first_inside(self) -> int:
+        """Index of the first committed word inside the buffer (the forced prefix starts here)."""
+        return len(self.committed) - sum(1 for w in self.committed if w.start >= self.buffer_offset)
+
     def context(self) -> list[Word]:
         """The committed words a restored session needs: those inside the buffer (the forced
         prefix) and enough before it for the prompt and the repeat check."""
-        inside = sum(1 for w in self.committed if w.start >= self.buffer_offset)
-        keep, chars = len(self.committed) - inside, 0
+        keep, chars = self._first_inside(), 0
         while keep > 0 and (chars < self.config.prompt_chars or len(self.committed) - keep < 5):
             keep -= 1
             chars += len(self.committed[keep].text)
@@ -98,8 +101,7 @@ class LocalAgreement:
         """What to decode now: the buffer (its first 30 s if a backlog is waiting), prompted
         with earlier committed text."""
         self.undecoded_s = 0.0
-        inside = sum(1 for w in self.committed if w.start >= self.buffer_offset)
-        split = len(self.committed) - inside
+        split = self._first_inside()
         prompt = "".join(w.text for w in self.committed[:split])[-self.config.prompt_chars :]
         forced = "".join(w.text for w in self.committed[split:]) if self.config.force_committed else ""
         window = self.buffer[: int(MODEL_WINDOW_S * SAMPLE_RATE)].copy()
