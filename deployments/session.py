@@ -21,6 +21,7 @@ from deployments.session_state import SessionWriter
 from deployments.store import NewSession, Progress, SessionStore, hash_token
 from deployments.streaming import LocalAgreement, PolicyConfig, Update
 from deployments.transcript import DecodeRequest, Hypothesis, Word
+from deployments.vad import StreamVad, VoiceTracker
 from ingest import messages as m
 from ingest.errors import InternalError, Overloaded, RayscribeError, StoreUnavailable
 from ingest.protocol import (
@@ -72,6 +73,8 @@ class StreamSession:
         self.decode = decode
         self.protocol = ServerProtocol(limits)
         self.policy = LocalAgreement(policy)
+        self.vad: StreamVad | None = None
+        self._start_vad()
         self.stats = _Stats()
         self._lock = asyncio.Lock()  # one decode at a time; flush waits for it
         self._wake = asyncio.Event()
@@ -155,7 +158,9 @@ class StreamSession:
             self._worker = asyncio.create_task(self._decode_loop())
         elif isinstance(event, AudioEvent):
             self.policy.add_audio(event.samples)
-            if self.policy.ready():
+            if self.vad is not None:
+                self.policy.add_voice(self.vad.process(event.samples))
+            if self.policy.ready() or self.policy.endpointed():
                 self._wake.set()
         elif isinstance(event, FinalizeEvent):
             await self._flush()
@@ -200,6 +205,7 @@ class StreamSession:
         # the client can no longer resend audio before audio_from: skip it, say so in resumed
         offset = max(stored, request.audio_from or 0.0)
         self.policy.restore(offset, record.progress.context, record.progress.pending)
+        self._start_vad()
         self.stats.finals, self.stats.words = record.next_seq, record.progress.words
         self._open_writer(self.store, record.epoch, record.next_seq, record.progress)
         resumed = m.Resumed(
@@ -249,14 +255,17 @@ class StreamSession:
                 await self._wake.wait()
                 self._wake.clear()
                 async with self._lock:
-                    due = self.policy.ready() or self.policy.backlogged()
+                    endpoint = self.policy.endpointed() and not self.policy.backlogged()
+                    due = endpoint or self.policy.ready() or self.policy.backlogged()
                     if not due or self.protocol.state >= State.CLOSING:
                         continue
-                    request = self._next_request()
-                    hyp = await self._decode(request)
-                    await self._emit(self.policy.apply(hyp), self.policy.window_end)
+                    hyp = await self._decode(self._next_request())
+                    if self.policy.stalled(hyp, final=endpoint):
+                        hyp = await self._decode(self.policy.request(min_tokens=1))
+                    update = self.policy.flush(hyp) if endpoint else self.policy.apply(hyp)
+                    await self._emit(update, self.policy.window_end)
                 await self._pump()
-                if self.policy.ready() or self.policy.backlogged():
+                if self.policy.ready() or self.policy.backlogged() or self.policy.endpointed():
                     self._wake.set()
         except asyncio.CancelledError:
             raise
@@ -274,7 +283,16 @@ class StreamSession:
             if len(self.policy.buffer) == 0:
                 return
             hyp = await self._decode(self._next_request())
+            if self.policy.stalled(hyp, final=True):
+                hyp = await self._decode(self.policy.request(min_tokens=1))
             await self._emit(self.policy.flush(hyp), self.policy.audio_end)
+
+    def _start_vad(self) -> None:
+        """A fresh voice-activity model state (a new stream, or a resumed one)."""
+        if self.policy.config.vad.enabled:
+            self.vad = StreamVad()
+            if self.policy.voice is None:
+                self.policy.voice = VoiceTracker(self.policy.config.vad)
 
     def _next_request(self) -> DecodeRequest:
         if self.policy.overflowing():

@@ -1,9 +1,15 @@
-"""LocalAgreement-2 streaming policy: pure logic, no I/O.
+"""LocalAgreement-2 streaming policy with voice-activity endpointing: pure logic, no I/O.
 
 The session keeps an audio buffer that starts where the committed transcript stops being
 certain.  Each step re-decodes the whole buffer; the words on which the last two
 hypotheses agree are committed (never revised); the rest is the partial.  Once the buffer
 passes ``max_buffer_s`` it is cut at a committed boundary, so decode cost stays bounded.
+
+With voice activity (:class:`~deployments.vad.VoiceTracker`, fed by the session): no decode
+runs unless new speech arrived since the last one; when speech has been followed by
+``endpoint_silence_s`` of silence the utterance is decoded once more and committed whole
+(an endpoint: finals come at the end of speech instead of after two agreeing decodes); and
+silence outside an utterance is dropped from the buffer instead of being decoded.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from deployments.transcript import DecodeRequest, Hypothesis, Word
+from deployments.vad import VadConfig, VoiceTracker
 from ingest.audio import TARGET_RATE as SAMPLE_RATE
 
 MODEL_WINDOW_S = 30.0  # the most audio one decode can see
@@ -34,6 +41,11 @@ class PolicyConfig(BaseModel):
     overlap_tolerance_s: float = Field(0.25, ge=0.0)  # word-start slack around the commit point
     # feed committed words still inside the buffer to the decoder instead of re-decoding them
     force_committed: bool = True
+    vad: VadConfig = VadConfig()
+    # with voice activity: silence after speech that ends an utterance (commit it at once)
+    endpoint_silence_s: float = Field(0.6, ge=0.1, le=5.0)
+    # with voice activity: silence kept in front of the next utterance (the rest is dropped)
+    keep_silence_s: float = Field(1.0, ge=0.2, le=10.0)
 
 
 def norm(word: str) -> str:
@@ -55,6 +67,9 @@ class LocalAgreement:
         self.pending: list[Word] = []  # the previous hypothesis beyond the committed words
         self.undecoded_s = 0.0  # audio added since the last decode request
         self._window_end: float | None = None  # where the last decode request's audio ended
+        self.voice: VoiceTracker | None = None  # set by the session when it runs a VAD
+        self._utterance_open = False  # speech arrived since the last endpoint
+        self._forced = False  # the last request carried a forced prefix
 
     # --- audio ------------------------------------------------------------------------
 
@@ -70,9 +85,33 @@ class LocalAgreement:
         self.buffer = np.concatenate([self.buffer, samples.astype(np.float32, copy=False)])
         self.undecoded_s += len(samples) / SAMPLE_RATE
 
+    def add_voice(self, probs: list[float]) -> None:
+        """Speech probabilities of the audio just added (see :class:`VoiceTracker`)."""
+        if self.voice is None:
+            return
+        self.voice.feed(probs)
+        if self.voice.speaking:
+            self._utterance_open = True
+        elif not self._utterance_open and self._buffer_s() > self.config.keep_silence_s:
+            # between utterances: keep only the silence just before whatever comes next
+            self._cut_at(self.audio_end - self.config.keep_silence_s)
+            self.undecoded_s = min(self.undecoded_s, self._buffer_s())
+
     def ready(self) -> bool:
-        """A step's worth of new audio is waiting to be decoded."""
-        return self.undecoded_s >= self.config.step_s
+        """A step's worth of new audio is waiting to be decoded (and, with voice activity,
+        new speech arrived since the last decode)."""
+        if self.undecoded_s < self.config.step_s:
+            return False
+        if self.voice is None:
+            return True
+        decoded_to = self.buffer_offset if self._window_end is None else self._window_end
+        return self.voice.voice_end > decoded_to + 1e-6
+
+    def endpointed(self) -> bool:
+        """Speech was followed by ``endpoint_silence_s`` of silence: flush the utterance."""
+        if self.voice is None or not self._utterance_open or len(self.buffer) == 0:
+            return False
+        return self.voice.silence_s(self.voice.end) >= self.config.endpoint_silence_s
 
     def _first_inside(self) -> int:
         """Index of the first committed word inside the buffer (the forced prefix starts here)."""
@@ -96,17 +135,21 @@ class LocalAgreement:
         self.pending = [w for w in pending or [] if w.start >= offset]
         self.undecoded_s = 0.0
         self._window_end = None
+        if self.voice is not None:
+            self.voice = VoiceTracker(self.voice.config, start=offset, voice_end=offset)
+        self._utterance_open = True  # the resent audio may hold speech already under way
 
-    def request(self) -> DecodeRequest:
+    def request(self, min_tokens: int = 0) -> DecodeRequest:
         """What to decode now: the buffer (its first 30 s if a backlog is waiting), prompted
-        with earlier committed text."""
+        with earlier committed text; ``min_tokens``: see :class:`DecodeRequest`."""
         self.undecoded_s = 0.0
         split = self._first_inside()
         prompt = "".join(w.text for w in self.committed[:split])[-self.config.prompt_chars :]
         forced = "".join(w.text for w in self.committed[split:]) if self.config.force_committed else ""
+        self._forced = bool(forced)
         window = self.buffer[: int(MODEL_WINDOW_S * SAMPLE_RATE)].copy()
         self._window_end = self.buffer_offset + len(window) / SAMPLE_RATE
-        return DecodeRequest(window, self.buffer_offset, prompt, forced)
+        return DecodeRequest(window, self.buffer_offset, prompt, forced, min_tokens)
 
     @property
     def window_end(self) -> float:
@@ -151,14 +194,33 @@ class LocalAgreement:
             self._trim(hyp)
         return Update(commit, list(self.pending))
 
+    def stalled(self, hyp: Hypothesis, final: bool) -> bool:
+        """The forced decode stopped at the committed words although speech follows them.
+
+        A forced prefix that ends in a misrecognised word can leave the decoder nothing to
+        say but end-of-text; at a flush that lost the stream's last words ("...warm and thou"
+        without "feel'st it cold", also when decoded again without the prefix).  The caller
+        then decodes the window once more with end-of-text held back for one token
+        (``request(min_tokens=1)``).  ``final``: a flush (1 s of audio after the
+        committed words is enough); mid-stream only a longer stall counts."""
+        if not self._forced or self._fresh(hyp):
+            return False
+        after = self.committed_end if self.committed_end > self.buffer_offset else self.buffer_offset
+        if self.window_end - after < (1.0 if final else 3.0):
+            return False
+        return self.voice is None or self.voice.voice_end > after + 0.3
+
     def flush(self, hyp: Hypothesis) -> Update:
-        """End of utterance/stream: commit every remaining word, empty the buffer."""
+        """End of utterance/stream: commit every word of the last request's window and drop
+        that audio (audio that arrived during the decode stays, still to be decoded)."""
         commit = self._fresh(hyp)
         self.committed.extend(commit)
         self.pending = []
-        self.buffer_offset = self.audio_end
-        self.buffer = np.zeros(0, dtype=np.float32)
-        self.undecoded_s = 0.0
+        end = self.window_end
+        self._cut_at(end)
+        self.undecoded_s = self._buffer_s()
+        if self.voice is not None:
+            self._utterance_open = self.voice.voice_end > end + 1e-6
         return Update(commit, [])
 
     def _buffer_s(self) -> float:

@@ -21,6 +21,9 @@ class DecodeRequest:
     offset: float = 0.0  # stream time of audio[0], added to word times
     prompt: str = ""  # committed text before this window: conditions the decoder
     forced: str = ""  # committed text inside this window: fed to the decoder, not re-decoded
+    # generate at least this many tokens before end-of-text (a retry after a decode that
+    # stopped right after the forced prefix although speech follows it)
+    min_tokens: int = 0
 
 
 @dataclass(frozen=True)

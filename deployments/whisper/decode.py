@@ -86,10 +86,12 @@ class GreedyDecoder:
         n_frames: list[int],
         offsets: list[float],
         forced: list[str] | None = None,
+        min_tokens: list[int] | None = None,
     ) -> list[Hypothesis]:
         """mel: (B, 80, 3000) on the model's device; n_frames: real mel frames per row;
         ``forced``: per row, text the transcript of the window must start with (committed
-        words still inside it): fed in one pass instead of being decoded token by token."""
+        words still inside it): fed in one pass instead of being decoded token by token;
+        ``min_tokens``: per row, end-of-text is held back for this many generated tokens."""
         device = mel.device
         forced_toks = [self.forced_tokens(f) for f in (forced or [""] * len(prompts))]
         prefixes = [self.prefix(p) + f for p, f in zip(prompts, forced_toks, strict=True)]
@@ -109,8 +111,12 @@ class GreedyDecoder:
         first_mask = torch.stack([self.suppress if f else self.suppress_begin for f in forced_toks])
         limit = min(self.opts.max_new_tokens, self.model.dims.n_text_ctx - width)
         next_pos = positions[:, -1:] + 1
+        hold = torch.tensor(min_tokens or [0] * batch, device=device)
+        eot = self.tok.special.eot
         for step in range(limit):
-            logp = last.masked_fill(first_mask if step == 0 else self.suppress, -np.inf).log_softmax(dim=-1)
+            last = last.masked_fill(first_mask if step == 0 else self.suppress, -np.inf)
+            last[:, eot] = last[:, eot].masked_fill(hold > step, -np.inf)
+            logp = last.log_softmax(dim=-1)
             self._append(rows, logp, self._alignment_rows(qks))
             if all(r.done for r in rows) or step == limit - 1:
                 break

@@ -12,8 +12,8 @@ from deployments.config import EngineConfig
 from deployments.transcript import DecodeRequest, Hypothesis
 from deployments.whisper.ct2 import read_ct2_variables, to_state_dict
 from deployments.whisper.decode import DecodeOptions, GreedyDecoder
-from deployments.whisper.features import CHUNK_SAMPLES, log_mel, pad_frames
-from deployments.whisper.model import Dims, Whisper
+from deployments.whisper.features import CHUNK_SAMPLES, FRAMES_PER_SECOND, N_FRAMES, log_mel, pad_frames
+from deployments.whisper.model import Dims, Whisper, quantize_int8
 from deployments.whisper.tokenizer import WhisperTokenizer
 from ingest.errors import ModelError
 
@@ -57,6 +57,9 @@ class WhisperEngine:
         model.eval().to(self.device)
         self.dtype = torch.float16 if (self.device.type == "cuda" and self.config.fp16) else torch.float32
         self.model = model.to(self.dtype)
+        self.quantized = self.config.quantize == "int8" and self.device.type == "cpu"
+        if self.quantized:
+            self.model = quantize_int8(self.model)
         cfg = json.loads((folder / "config.json").read_text())
         self.tokenizer = WhisperTokenizer(folder / "tokenizer.json")
         self.decoder = GreedyDecoder(
@@ -67,7 +70,18 @@ class WhisperEngine:
             alignment_heads=[(int(a), int(b)) for a, b in cfg["alignment_heads"]],
             options=DecodeOptions(),
         )
-        log.info("Whisper engine on %s (%s)", self.device, self.dtype)
+        log.info("Whisper engine on %s (%s%s)", self.device, self.dtype, ", int8" if self.quantized else "")
+
+    def encoder_frames(self, n_frames: list[int]) -> int:
+        """Mel frames the encoder sees for a batch whose rows have ``n_frames`` real frames:
+        30 s, or (``encode_pad_s``) the longest row plus that much silence, bucketed."""
+        pad = self.config.encode_pad_s
+        if pad is None:
+            return N_FRAMES
+        bucket = max(2, int(round(self.config.encode_bucket_s * FRAMES_PER_SECOND)))
+        want = max(n_frames) + int(round(pad * FRAMES_PER_SECOND))
+        frames = -(-want // bucket) * bucket
+        return min(N_FRAMES, frames + frames % 2)  # even: the encoder's conv halves it
 
     def transcribe(self, requests: list[DecodeRequest]) -> list[Hypothesis]:
         """Decode a batch of windows (each at most 30 s) in one encoder/decoder pass."""
@@ -80,14 +94,16 @@ class WhisperEngine:
             audio = torch.from_numpy(r.audio).to(self.device, torch.float32)
             mel = log_mel(audio)
             frames.append(mel.shape[-1])
-            mels.append(pad_frames(mel))
-        batch = torch.stack(mels).to(self.dtype)
+            mels.append(mel)
+        width = self.encoder_frames(frames)
+        batch = torch.stack([pad_frames(m, width) for m in mels]).to(self.dtype)
         return self.decoder.decode(
             batch,
             [r.prompt for r in requests],
             frames,
             [r.offset for r in requests],
             [r.forced for r in requests],
+            [r.min_tokens for r in requests],
         )
 
 

@@ -139,6 +139,8 @@ class Decoder(nn.Module):
         self.positional_embedding = nn.Parameter(torch.empty(d.n_text_ctx, d.n_state))
         self.blocks = nn.ModuleList(DecoderBlock(d.n_state, d.n_head) for _ in range(d.n_text_layer))
         self.ln = nn.LayerNorm(d.n_state)
+        # set by :func:`quantize_int8`: an int8 copy of the tied output projection
+        self.projection: nn.Module | None = None
 
     def new_cache(self, audio: Tensor) -> list[LayerCache]:
         return [block.cross_cache(audio) for block in self.blocks]  # type: ignore[operator]
@@ -170,6 +172,9 @@ class Decoder(nn.Module):
 
     def logits(self, hidden: Tensor) -> Tensor:
         """Hidden states (..., state) -> vocabulary logits (tied output projection)."""
+        if self.projection is not None:
+            projected: Tensor = self.projection(self.ln(hidden))
+            return projected
         out: Tensor = self.ln(hidden) @ self.token_embedding.weight.T
         return out
 
@@ -180,3 +185,18 @@ class Whisper(nn.Module):
         self.dims = dims
         self.encoder = Encoder(dims)
         self.decoder = Decoder(dims)
+
+
+def quantize_int8(model: Whisper) -> Whisper:
+    """Dynamic int8 quantization for CPU: the encoder's linear layers and the tied output
+    projection (the vocabulary matmul, the largest weight read per decoded token) get int8
+    weights.  The decoder blocks stay float32: for one token at a time the per-call cost of
+    quantizing activations outweighs the smaller matmuls (measured, README)."""
+    from torch.ao.quantization import quantize_dynamic
+
+    decoder = model.decoder
+    projection = nn.Linear(model.dims.n_state, model.dims.n_vocab, bias=False)
+    projection.weight = nn.Parameter(decoder.token_embedding.weight.detach().clone())
+    decoder.projection = quantize_dynamic(nn.Sequential(projection), {nn.Linear}, dtype=torch.qint8)  # type: ignore[no-untyped-call]
+    model.encoder = quantize_dynamic(model.encoder, {nn.Linear}, dtype=torch.qint8)  # type: ignore[no-untyped-call]
+    return model

@@ -34,6 +34,7 @@ from deployments.session import StreamSession
 from deployments.store import SessionStore
 from deployments.streaming import PolicyConfig
 from deployments.transcript import DecodeRequest, Hypothesis, Word
+from deployments.vad import VadConfig
 from ingest import messages as m
 from ingest.cli import printer
 from ingest.client import (
@@ -47,6 +48,8 @@ from ingest.client import (
 )
 from ingest.protocol import Limits
 
+NO_VAD = VadConfig(enabled=False)  # silent fake audio: the serving plane, not the VAD, is under test
+
 if TYPE_CHECKING:
     from tests.unit.conftest import StoreFactory
 
@@ -56,7 +59,7 @@ RATE = 16000
 SEG = RATE // 2  # one word per half second
 LEVEL = 1000.0
 # a final per second of audio; the buffer is cut (the durable offset moves: an ack) every 2 s
-POLICY = PolicyConfig(step_s=1.0, max_buffer_s=2.0, hard_buffer_s=5.0)
+POLICY = PolicyConfig(step_s=1.0, max_buffer_s=2.0, hard_buffer_s=5.0, vad=NO_VAD)
 STREAM_TIMEOUT_S = 15.0
 Msg = dict[str, Any]
 Event = m.AnyServerMessage | ClientEvent

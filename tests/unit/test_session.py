@@ -15,8 +15,11 @@ import numpy as np
 from deployments.session import StreamSession
 from deployments.streaming import PolicyConfig
 from deployments.transcript import DecodeRequest, Hypothesis, Word
+from deployments.vad import VadConfig
 from ingest.audio import encode_pcm
 from ingest.protocol import Limits
+
+NO_VAD = VadConfig(enabled=False)  # silent fake audio: the serving plane, not the VAD, is under test
 
 WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven"]
 
@@ -60,7 +63,7 @@ def word(i: int) -> str:
 
 def run(incoming: list[str | bytes], decode=counting_decoder, sock=None, policy=None) -> ScriptedSocket:  # type: ignore[no-untyped-def]
     sock = sock or ScriptedSocket(incoming)
-    session = StreamSession("s1", sock, decode, policy or PolicyConfig(step_s=1.0), Limits())
+    session = StreamSession("s1", sock, decode, policy or PolicyConfig(step_s=1.0, vad=NO_VAD), Limits())
     asyncio.run(session.run())
     return sock
 
@@ -156,7 +159,7 @@ def test_stream_past_the_backlog_limit_is_closed_overloaded() -> None:
         await sock.drained.wait()
         return await counting_decoder(req)
 
-    run([], decode=stuck, sock=sock, policy=PolicyConfig(max_backlog_s=35.0))
+    run([], decode=stuck, sock=sock, policy=PolicyConfig(max_backlog_s=35.0, vad=NO_VAD))
     err = sock.sent[-1]
     assert err["type"] == "error" and err["code"] == "overloaded"
     assert sock.close_code == 1013

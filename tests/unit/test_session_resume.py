@@ -23,16 +23,19 @@ from deployments.session_state import SessionWriter
 from deployments.store import NewSession, Progress, SessionStore, hash_token
 from deployments.streaming import PolicyConfig
 from deployments.transcript import DecodeRequest, Hypothesis, Word
+from deployments.vad import VadConfig
 from ingest import messages as m
 from ingest.audio import encode_pcm
 from ingest.errors import RayscribeError
 from ingest.protocol import Limits
 
+NO_VAD = VadConfig(enabled=False)  # silent fake audio: the serving plane, not the VAD, is under test
+
 if TYPE_CHECKING:
     from tests.unit.conftest import StoreFactory
 
 Msg = dict[str, Any]
-POLICY = PolicyConfig(step_s=1.0, max_buffer_s=2.0, hard_buffer_s=5.0)
+POLICY = PolicyConfig(step_s=1.0, max_buffer_s=2.0, hard_buffer_s=5.0, vad=NO_VAD)
 START_V1_1 = json.dumps({"type": "start", "sample_rate": 16000, "protocol": "v1.1"})
 START_V1 = json.dumps({"type": "start", "sample_rate": 16000})
 CLOSE = '{"type": "close"}'

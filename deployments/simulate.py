@@ -1,0 +1,75 @@
+"""Stream a recording through the streaming policy in-process, with no server and no clock:
+the same policy calls, in the same order, as :class:`~deployments.session.StreamSession`
+makes, with every decode answered at once.  For accuracy work (streaming vs offline WER, lost
+tails) that must not depend on timing; latency is measured against the real service.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from deployments.streaming import LocalAgreement, PolicyConfig
+from deployments.transcript import DecodeRequest, Hypothesis, Word
+from deployments.vad import StreamVad, VoiceTracker
+from ingest.audio import TARGET_RATE
+
+Transcribe = Callable[[list[DecodeRequest]], list[Hypothesis]]
+
+
+@dataclass
+class SimResult:
+    words: list[Word]
+    decodes: int
+    decoded_audio_s: float  # audio seconds the encoder was given, summed over decodes
+    endpoints: int
+
+    @property
+    def text(self) -> str:
+        return "".join(w.text for w in self.words)
+
+
+def simulate_stream(
+    transcribe: Transcribe, audio: np.ndarray, policy: PolicyConfig | None = None, frame_s: float = 0.1
+) -> SimResult:
+    la = LocalAgreement(policy)
+    vad = StreamVad() if la.config.vad.enabled else None
+    if vad is not None:
+        la.voice = VoiceTracker(la.config.vad)
+    words: list[Word] = []
+    decodes = endpoints = 0
+    decoded_s = 0.0
+
+    def decode(min_tokens: int = 0) -> Hypothesis:
+        nonlocal decodes, decoded_s
+        request = la.request(min_tokens)
+        decodes += 1
+        decoded_s += len(request.audio) / TARGET_RATE
+        return transcribe([request])[0]
+
+    step = int(frame_s * TARGET_RATE)
+    for pos in range(0, len(audio), step):
+        frame = audio[pos : pos + step]
+        la.add_audio(frame)
+        if vad is not None:
+            la.add_voice(vad.process(frame))
+        while True:  # the session's decode loop, each decode answered before the next frame
+            endpoint = la.endpointed() and not la.backlogged()
+            if not (endpoint or la.ready() or la.backlogged()):
+                break
+            hyp = decode()
+            if la.stalled(hyp, final=endpoint):
+                hyp = decode(min_tokens=1)
+            update = la.flush(hyp) if endpoint else la.apply(hyp)
+            endpoints += endpoint
+            words.extend(update.committed)
+    while la.backlogged():  # close: the session's flush
+        words.extend(la.apply(decode()).committed)
+    if len(la.buffer):
+        hyp = decode()
+        if la.stalled(hyp, final=True):
+            hyp = decode(min_tokens=1)
+        words.extend(la.flush(hyp).committed)
+    return SimResult(words, decodes, decoded_s, endpoints)
