@@ -21,6 +21,7 @@ class DecodeRequest:
     offset: float = 0.0  # stream time of audio[0], added to word times
     prompt: str = ""  # committed text before this window: conditions the decoder
     forced: str = ""  # committed text inside this window: fed to the decoder, not re-decoded
+    issued_at: float = 0.0  # wall clock when the ingress sent it (metrics: queue wait); 0 unknown
 
 
 @dataclass(frozen=True)
