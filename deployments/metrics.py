@@ -101,6 +101,10 @@ DEFINITIONS = (
 )
 
 
+# Serve's own series that the Grafana dashboard also shows (checked in the e2e test)
+SERVE_BUILTINS = ("ray_serve_replica_processing_queries", "ray_serve_batch_wait_time_ms_bucket")
+
+
 def exported_names() -> set[str]:
     """Every Prometheus series name rayscribe exports (for the dashboard check)."""
     return {name for d in DEFINITIONS for name in d.exported()}

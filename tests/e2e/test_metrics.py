@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from deployments.metrics import SERVE_BUILTINS
 from ingest.cli import SAMPLE_WAV
 from ingest.client import StreamOptions, stream_file
 
@@ -105,6 +106,9 @@ def test_metrics_move_with_a_live_stream_and_an_error(server_url: str) -> None:
     after = wait_for(lambda: scrape(url), lambda s: not moved(s))
     # the stream has ended: the gauge came back down
     wait_for(lambda: scrape(url), lambda s: active(s) <= open_streams - 1)
+
+    # Serve's own series that the dashboard shows are there too
+    assert set(SERVE_BUILTINS) <= set(after), set(SERVE_BUILTINS) - set(after)
 
     # latencies are plausible on this machine: a partial within seconds of its audio
     lat_sum = delta("ray_rayscribe_partial_latency_seconds_sum")(after)

@@ -181,6 +181,7 @@ def test_dashboard_only_uses_defined_metrics() -> None:
     exprs = dashboard_expressions(json.loads(DASHBOARD.read_text()))
     used = {name for e in exprs for name in re.findall(r"\bray_[a-z0-9_]+", e)}
     ours = {n for n in used if n.startswith("ray_rayscribe_")}
+    assert used - ours <= set(metrics.SERVE_BUILTINS), used - ours
     assert ours <= metrics.exported_names(), ours - metrics.exported_names()
     # every rayscribe metric is on the dashboard
     shown = {re.sub(r"_(bucket|count|sum|total)$", "", n) for n in ours}
