@@ -4,20 +4,36 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import Any
 
 import ray
 
 log = logging.getLogger(__name__)
 
 
-def init_local_ray(num_cpus: int | None = None, object_store_mb: int = 256) -> None:
-    """Start (or join an already started) local Ray without the dashboard."""
+def init_local_ray(
+    num_cpus: int | None = None, object_store_mb: int = 256, metrics_export_port: int | None = None
+) -> None:
+    """Start (or join an already started) local Ray without the dashboard.  Its metrics
+    agent serves Prometheus text on ``metrics_export_port`` (a free port if None)."""
     if ray.is_initialized():
         return
+    extra: dict[str, Any] = (
+        {} if metrics_export_port is None else {"_metrics_export_port": metrics_export_port}
+    )
     ray.init(
+        **extra,
         num_cpus=num_cpus or os.cpu_count() or 2,
         include_dashboard=False,
         object_store_memory=object_store_mb * 1024 * 1024,
         log_to_driver=bool(int(os.environ.get("RAYSCRIBE_RAY_LOGS", "0"))),
         runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}},
     )
+
+
+def metrics_url() -> str:
+    """Where this Ray node's metrics agent serves Prometheus text (``ray_*`` series)."""
+    here = ray.get_runtime_context().get_node_id()
+    nodes: list[dict[str, Any]] = ray.nodes()  # type: ignore[no-untyped-call]
+    node = next(n for n in nodes if n["NodeID"] == here)
+    return f"http://{node['NodeManagerAddress']}:{node['MetricsExportPort']}/metrics"

@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
+from deployments import metrics
 from deployments.config import EngineConfig
 from deployments.transcript import DecodeRequest, Hypothesis
 
@@ -50,7 +51,9 @@ class ASRModel:
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.05)
     async def transcribe(self, requests: list[DecodeRequest]) -> list[Hypothesis]:
         started = time.perf_counter()
+        metrics.batch_started(requests)
         results = await asyncio.to_thread(self.engine.transcribe, requests)
+        metrics.batch_done(len(requests), time.perf_counter() - started)
         self.batches = [*self.batches[-99:], len(requests)]
         log.debug("decoded batch of %d in %.3f s", len(requests), time.perf_counter() - started)
         return results

@@ -20,6 +20,7 @@ from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from ray.serve.handle import DeploymentHandle
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
+from deployments import metrics
 from deployments.session import StreamSession
 from deployments.store import SessionStore, StoreConfig
 from deployments.streaming import PolicyConfig
@@ -117,6 +118,7 @@ class Ingress:
         if self.active >= self.config.max_sessions:
             refusal = ServerProtocol(self.limits)
             refusal.fail(Overloaded(f"this replica already serves {self.active} streams; retry later"))
+            metrics.count_error(Overloaded)
             for text in refusal.data_to_send():
                 await transport.send_text(text)
             await transport.close(refusal.close_code or Overloaded.close_code)
@@ -125,10 +127,12 @@ class Ingress:
             uuid.uuid4().hex, transport, self._decode, self.config.policy, self.limits, self.store
         )
         self.sessions.add(session)
+        metrics.set_active_sessions(self.active)
         try:
             await session.run()
         finally:
             self.sessions.discard(session)
+            metrics.set_active_sessions(self.active)
 
     async def _decode(self, request: DecodeRequest) -> Hypothesis:
         """Decode on any ASR replica; a dead or restarting one delays the stream (retried with
@@ -137,7 +141,7 @@ class Ingress:
         delay, attempt = 0.1, 0
         while True:
             try:
-                result: Hypothesis = await self.asr.transcribe.remote(request)
+                result: Hypothesis = await self.asr.transcribe.remote(metrics.stamp(request))
                 return result
             except _RETRYABLE as e:
                 attempt += 1

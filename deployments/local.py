@@ -19,7 +19,7 @@ from typing import Any
 from ray import serve
 
 from cluster.redis_server import EmbeddedRedis
-from cluster.runtime import init_local_ray
+from cluster.runtime import init_local_ray, metrics_url
 from cluster.serve_config import load_serve_config, merge
 from deployments.app import compose
 from deployments.ingress import STREAM_PATH
@@ -48,6 +48,7 @@ def start_local(
     args_override: dict[str, Any] | None = None,
     num_cpus: int | None = None,
     redis_url: str | None = None,
+    metrics_port: int | None = None,
 ) -> str:
     """Start local Ray + Serve with the app of ``config_path``; return the stream URL.
     ``redis_url`` points the session store at a server (else the config's, or the env's)."""
@@ -58,7 +59,7 @@ def start_local(
         options[name] = merge(options.get(name, {}), extra)
     cpus = num_cpus or os.cpu_count() or 2
     options["ASRModel"] = fit_replicas(options.get("ASRModel", {}), cpus)
-    init_local_ray(cpus)
+    init_local_ray(cpus, metrics_export_port=metrics_port)
     host, port = cfg.http_options.host, port or cfg.http_options.port
     serve.start(http_options={"host": host, "port": port})
     args = merge(app_cfg.args, args_override or {})
@@ -76,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     parser.add_argument("--port", type=int, default=None)
     parser.add_argument("--fast", action="store_true", help="demo: stream faster than real time")
+    parser.add_argument("--metrics-port", type=int, default=None, help="Prometheus port (default: free)")
     parser.add_argument("--gpus", type=float, default=0.0, help="GPUs per ASR replica (0 = CPU)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -86,9 +88,12 @@ def main(argv: list[str] | None = None) -> int:
         if not redis_url:  # the embedded default runs its own Redis, stopped on exit
             redis_url = stack.enter_context(EmbeddedRedis()).url
             print(f"session store: embedded redis-server at {redis_url}", flush=True)
-        url = start_local(args.config, args.port, overrides, redis_url=redis_url)
+        url = start_local(
+            args.config, args.port, overrides, redis_url=redis_url, metrics_port=args.metrics_port
+        )
         stack.callback(serve.shutdown)
         print(f"rayscribe is serving at {url}", flush=True)
+        print(f"Prometheus metrics at {metrics_url()}", flush=True)
         if args.command == "demo":
             result = stream_main(url, args.wav, args.fast, interim=True)
             print(f"\nTranscript: {result.text}")

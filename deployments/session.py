@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from deployments import metrics
 from deployments.session_state import SessionWriter
 from deployments.store import NewSession, Progress, SessionStore, hash_token
 from deployments.streaming import LocalAgreement, PolicyConfig, Update
@@ -88,6 +89,7 @@ class StreamSession:
         self._faulted = asyncio.Event()
         self._fault_wait: asyncio.Task[Literal[True]] | None = None  # one waiter per stream
         self._done = asyncio.Event()  # run() has returned
+        self.meter = metrics.StreamMetrics()
 
     async def run(self) -> None:
         try:
@@ -121,6 +123,7 @@ class StreamSession:
                 await self.writer.stop()
             async with self._send_lock:
                 pass  # a close started by the decode loop or the writer finishes first
+            self.meter.ended(self.protocol.close_code, self.protocol.error)
             self._done.set()
 
     async def _receive(self) -> str | bytes | None:
@@ -152,12 +155,15 @@ class StreamSession:
             token = await self._start_writer(event.config)
             ready = m.Ready(session_id=self.session_id, protocol=event.config.protocol, resume_token=token)
             self.protocol.send(ready)
+            self.meter.started(resumed=False)
             self._worker = asyncio.create_task(self._decode_loop())
         elif isinstance(event, ResumeEvent):
             await self._resume(event.request)
+            self.meter.started(resumed=True)
             self._worker = asyncio.create_task(self._decode_loop())
         elif isinstance(event, AudioEvent):
             self.policy.add_audio(event.samples)
+            self.meter.audio(self.policy.audio_end, len(event.samples))
             if self.vad is not None:
                 self.policy.add_voice(self.vad.process(event.samples))
             if self.policy.ready() or self.policy.endpointed():
@@ -319,6 +325,7 @@ class StreamSession:
             await self.writer.commit(finals, progress)
         for final in finals:
             self.protocol.send(final)
+        self.meter.committed(update.committed)
         config = self.protocol.config
         if config is not None and config.interim_results and self.protocol.state == State.STREAMING:
             words = update.partial
@@ -330,6 +337,7 @@ class StreamSession:
                     audio_end=round(audio_end, 3),
                 )
             )
+            self.meter.partial(audio_end)
 
     def _summary(self) -> m.Summary:
         return m.Summary(

@@ -24,6 +24,7 @@ class DecodeRequest:
     # generate at least this many tokens before end-of-text (a retry after a decode that
     # stopped right after the forced prefix although speech follows it)
     min_tokens: int = 0
+    issued_at: float = 0.0  # wall clock when the ingress sent it (metrics: queue wait); 0 unknown
 
 
 @dataclass(frozen=True)

@@ -75,6 +75,7 @@ class ServerProtocol:
         self.state = State.AWAITING_START
         self.config: m.Start | None = None
         self.close_code: int | None = None
+        self.error: RayscribeError | None = None  # the error that ended the stream, if one did
         self._events: list[Event] = []
         self._out: list[str] = []
         self._resampler: StreamResampler | None = None
@@ -205,6 +206,7 @@ class ServerProtocol:
         if self.state == State.CLOSED:
             return
         self._out.append(m.Error(code=error.code, message=error.message).model_dump_json())
+        self.error = error
         self.state = State.CLOSED
         self.close_code = error.close_code
 

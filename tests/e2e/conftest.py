@@ -23,6 +23,9 @@ def server_url(redis_server: EmbeddedRedis) -> Iterator[str]:
     from ray import serve
 
     APP.update(port=free_port(), redis_url=redis_server.url)
-    yield deploy()
-    serve.shutdown()
-    ray.shutdown()
+    with pytest.MonkeyPatch.context() as env:
+        # Ray's processes push metrics every 10 s by default; the metrics test scrapes them
+        env.setenv("RAY_metrics_report_interval_ms", "1000")
+        yield deploy()
+        serve.shutdown()
+        ray.shutdown()
