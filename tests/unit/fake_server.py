@@ -21,7 +21,10 @@ BYTES_PER_SECOND = 16000 * 2  # pcm_s16le at 16 kHz
 
 
 async def handle(ws: ServerConnection) -> None:
-    start = m.Start.model_validate_json(await ws.recv())
+    try:
+        start = m.Start.model_validate_json(await ws.recv())
+    except ConnectionClosed:
+        return  # a probe that only checked the port
     session = uuid.uuid4().hex
     await ws.send(m.Ready(session_id=session, protocol=start.protocol, resume_token="t").model_dump_json())
     received = seq = 0
