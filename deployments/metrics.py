@@ -110,11 +110,24 @@ def exported_names() -> set[str]:
     return {name for d in DEFINITIONS for name in d.exported()}
 
 
+class _Unexported:
+    """Stands in for a metric where Ray is not installed."""
+
+    def inc(self, value: float = 1.0, tags: dict[str, str] | None = None) -> None: ...
+
+    def set(self, value: float, tags: dict[str, str] | None = None) -> None: ...
+
+    def observe(self, value: float, tags: dict[str, str] | None = None) -> None: ...
+
+
 @functools.cache
 def instruments() -> dict[str, Any]:
     """This process's metric objects, by name (created on first use, inside the replica, so
     Serve's deployment/replica tags are set)."""
-    from ray.serve import metrics
+    try:
+        from ray.serve import metrics
+    except ImportError:  # the session run without Ray (scripts/inproc_capacity.py): no export
+        return {d.name: _Unexported() for d in DEFINITIONS}
 
     made: dict[str, Any] = {}
     for d in DEFINITIONS:

@@ -5,7 +5,8 @@ deployment's ``@serve.batch`` does (one batch at a time, ``--max-batch``, ``--ba
 
     python scripts/inproc_capacity.py --streams 50 100 200 --device cuda --clips DIR
 
-What it leaves out is the network path (proxy, WebSocket, Ray handle); it is how the GPU
+The engine runs in its own process (as the ASR replica does).  What it leaves out is the
+network path (proxy, WebSocket, Ray handle); it is how the GPU
 figure is measured where Ray cannot be installed, and on CPU it shows what Serve adds.
 Latency definitions are the load tester's (``ingest.client.StreamResult``).
 """
@@ -192,6 +193,36 @@ async def run_level(
     }
 
 
+_ENGINE: object = None
+
+
+def _load_engine(config: EngineConfig) -> None:
+    global _ENGINE
+    from deployments.whisper.engine import WhisperEngine
+
+    _ENGINE = WhisperEngine(config)
+
+
+def _transcribe(requests: list[DecodeRequest]) -> list[Hypothesis]:
+    return _ENGINE.transcribe(requests)  # type: ignore[attr-defined, no-any-return]
+
+
+class EngineProcess:
+    """The engine in its own process, as the ASR replica is: the streams' event loop and the
+    decode loop do not share one GIL."""
+
+    def __init__(self, config: EngineConfig) -> None:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        ctx = multiprocessing.get_context("spawn")
+        self.pool = ProcessPoolExecutor(1, mp_context=ctx, initializer=_load_engine, initargs=(config,))
+        self.pool.submit(_transcribe, []).result()  # loaded before the clock starts
+
+    def transcribe(self, requests: list[DecodeRequest]) -> list[Hypothesis]:
+        return self.pool.submit(_transcribe, requests).result()
+
+
 def load_clips(manifest: Path, limit: int) -> list[tuple[list[bytes], float, str]]:
     clips = []
     for line in manifest.read_text().splitlines()[:limit]:
@@ -221,13 +252,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
 
-    from deployments.whisper.engine import WhisperEngine
+    from deployments.whisper.engine import pick_device
 
-    engine = WhisperEngine(
-        EngineConfig(
-            device=args.device, quantize=args.quantize, model_dir=args.model_dir, num_threads=args.threads
-        )
+    config = EngineConfig(
+        device=args.device, quantize=args.quantize, model_dir=args.model_dir, num_threads=args.threads
     )
+    engine = EngineProcess(config)
     clips = load_clips(args.manifest, args.limit)
     rows = []
     for n in args.streams:
@@ -236,8 +266,9 @@ def main() -> None:
         print(json.dumps(row), flush=True)
         if args.stop_above is not None and float(row["commit_p95_s"]) > args.stop_above:  # type: ignore[arg-type]
             break
-    machine = f"{platform.machine()} {os.cpu_count()} cpus, engine on {engine.device}"
-    if engine.device.type == "cuda":
+    device = pick_device(args.device)
+    machine = f"{platform.machine()} {os.cpu_count()} cpus, engine on {device}"
+    if device.type == "cuda":
         import torch
 
         machine += f" ({torch.cuda.get_device_name(0)})"

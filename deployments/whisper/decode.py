@@ -9,10 +9,13 @@ import numpy as np
 import torch
 
 from deployments.transcript import Hypothesis, Word
-from deployments.whisper.features import ENCODER_FRAMES_PER_SECOND
+from deployments.whisper.features import ENCODER_FRAMES_PER_SECOND, FRAMES_PER_SECOND
 from deployments.whisper.model import Whisper
 from deployments.whisper.timing import token_boundaries
 from deployments.whisper.tokenizer import WhisperTokenizer
+
+# generous for speech (English runs at ~3-4 tokens per second): a row past this is looping
+TOKENS_PER_SECOND = 8.0
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,7 @@ class _Row:
     qk: list[torch.Tensor]  # one (heads, audio_ctx) row per predicted token
     done: bool = False
     n_forced: int = 0  # leading tokens that were fed, not generated
+    budget: int = 448  # stop once the row holds this many tokens (forced ones included)
 
 
 class GreedyDecoder:
@@ -108,6 +112,9 @@ class GreedyDecoder:
         last = decoder.logits(hidden[:, -1]).float()
         prefix_align = torch.stack([qks[layer][:, head] for layer, head in self.alignment_heads], dim=1)
         rows = [self._forced_row(f, prefix_align[i], width) for i, f in enumerate(forced_toks)]
+        for row, frames in zip(rows, n_frames, strict=True):
+            seconds = frames / FRAMES_PER_SECOND
+            row.budget = row.n_forced + min(self.opts.max_new_tokens, int(seconds * TOKENS_PER_SECOND) + 8)
         first_mask = torch.stack([self.suppress if f else self.suppress_begin for f in forced_toks])
         limit = min(self.opts.max_new_tokens, self.model.dims.n_text_ctx - width)
         next_pos = positions[:, -1:] + 1
@@ -134,7 +141,10 @@ class GreedyDecoder:
 
     def _append(self, rows: list[_Row], logp: torch.Tensor, align: torch.Tensor) -> None:
         """Extend each unfinished row with its greedy choice and that step's alignment row."""
-        choice = logp.argmax(dim=-1).tolist()
+        best = logp.argmax(dim=-1)
+        # one device->host copy per step for the whole batch (not one per row: on a GPU each
+        # is a sync)
+        choice, chosen = best.tolist(), logp.gather(1, best[:, None])[:, 0].tolist()
         for i, row in enumerate(rows):
             if row.done:
                 continue
@@ -143,7 +153,10 @@ class GreedyDecoder:
                 row.done = True
             else:
                 row.tokens.append(choice[i])
-                row.logprobs.append(float(logp[i, choice[i]]))
+                row.logprobs.append(chosen[i])
+                # a window holds ~3 tokens per second of speech: past the row's budget it is
+                # looping (the loop guard cuts it); stop it instead of running to 224 tokens
+                row.done = len(row.tokens) >= row.budget
 
     def _alignment_rows(self, qks: list[torch.Tensor]) -> torch.Tensor:
         """(B, heads, audio_ctx) scores of the alignment heads at the last position."""

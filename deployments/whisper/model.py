@@ -188,15 +188,20 @@ class Whisper(nn.Module):
 
 
 def quantize_int8(model: Whisper) -> Whisper:
-    """Dynamic int8 quantization for CPU: the encoder's linear layers and the tied output
-    projection (the vocabulary matmul, the largest weight read per decoded token) get int8
-    weights.  The decoder blocks stay float32: for one token at a time the per-call cost of
-    quantizing activations outweighs the smaller matmuls (measured, README)."""
+    """Dynamic int8 quantization of the tied output projection for CPU: the vocabulary matmul
+    (51864 x 384) is the largest weight read per decoded token (7.7 -> 0.85 ms per token on 2
+    cores).  The other linear layers stay float32: quantizing them saved little (encoder 0.31
+    -> 0.29 s per 30 s window) and, for one token at a time, costs more than it saves."""
+    import warnings
+
     from torch.ao.quantization import quantize_dynamic
 
     decoder = model.decoder
     projection = nn.Linear(model.dims.n_state, model.dims.n_vocab, bias=False)
     projection.weight = nn.Parameter(decoder.token_embedding.weight.detach().clone())
-    decoder.projection = quantize_dynamic(nn.Sequential(projection), {nn.Linear}, dtype=torch.qint8)  # type: ignore[no-untyped-call]
-    model.encoder = quantize_dynamic(model.encoder, {nn.Linear}, dtype=torch.qint8)  # type: ignore[no-untyped-call]
+    with warnings.catch_warnings():
+        # torch.ao's eager quantization warns that it moves to torchao; it works in 2.13
+        warnings.simplefilter("ignore")
+        quantized = quantize_dynamic(nn.Sequential(projection), {nn.Linear}, dtype=torch.qint8)  # type: ignore[no-untyped-call]
+    decoder.projection = quantized
     return model

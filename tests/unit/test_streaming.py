@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from deployments.streaming import LocalAgreement, PolicyConfig
+from deployments.streaming import AudioBuffer, LocalAgreement, PolicyConfig
 from deployments.transcript import Hypothesis, Word
 
 SR = 16000
@@ -146,3 +146,19 @@ def test_restored_policy_commits_on_the_first_decode_that_agrees_with_the_saved_
     again.add_audio(np.zeros(4 * SR, dtype=np.float32))
     update = again.apply(hyp("alpha beta gamma delta epsilon"))
     assert [w.text.strip() for w in update.committed] == ["gamma", "delta"]
+
+
+def test_audio_buffer_matches_concatenation_through_growth_and_cuts() -> None:
+    rng = np.random.default_rng(0)
+    buf, plain = AudioBuffer(capacity=1000), np.zeros(0, dtype=np.float32)
+    for i in range(200):
+        frame = rng.standard_normal(int(rng.integers(0, 700))).astype(np.float32)
+        buf.append(frame)
+        plain = np.concatenate([plain, frame])
+        if i % 7 == 0:
+            cut = int(rng.integers(0, len(plain) + 50))  # past the end: empties it
+            buf.drop(cut)
+            plain = plain[cut:]
+        assert len(buf) == len(plain) and np.array_equal(buf.samples, plain)
+    buf.clear()
+    assert len(buf) == 0 and len(buf.samples) == 0

@@ -1,0 +1,51 @@
+"""The end of a stream never loses spoken words: every evalset clip streamed through the real
+policy (VAD, endpoints, the close flush; ``deployments.simulate``) ends with the words the
+same engine hears when it decodes the clip offline."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from deployments.config import EngineConfig
+from deployments.offline import transcribe_long
+from deployments.simulate import simulate_stream
+from deployments.streaming import PolicyConfig
+from deployments.whisper.engine import WhisperEngine
+from ingest.audio import read_wav
+from ingest.wer import normalize
+
+pytestmark = pytest.mark.model
+SERVED = EngineConfig(num_threads=2, quantize="int8")  # what ray_config.yaml serves on CPU
+
+
+@pytest.fixture(scope="module")
+def engine() -> WhisperEngine:
+    return WhisperEngine(SERVED)
+
+
+def rows(evalset: Path, manifest: str) -> list[dict[str, object]]:
+    return [json.loads(line) for line in (evalset / manifest).read_text().splitlines()]
+
+
+def lost_tail(engine: WhisperEngine, audio_path: Path) -> tuple[list[str], list[str]] | None:
+    """(offline ending, streamed ending) when the streamed transcript lacks the offline
+    transcript's last word among its own last three words; None when it is there."""
+    audio = read_wav(audio_path).samples
+    offline = normalize("".join(w.text for w in transcribe_long(engine.transcribe, audio)))
+    streamed = normalize(simulate_stream(engine.transcribe, audio, PolicyConfig()).text)
+    if not offline or offline[-1] in streamed[-3:]:
+        return None
+    return offline[-3:], streamed[-3:]
+
+
+@pytest.mark.parametrize("manifest", ["manifest.jsonl", "manifest_longform.jsonl"])
+def test_no_clip_loses_its_last_words(engine: WhisperEngine, evalset: Path, manifest: str) -> None:
+    lost = {}
+    for row in rows(evalset, manifest):
+        tail = lost_tail(engine, evalset / str(row["audio"]))
+        if tail is not None:
+            lost[str(row["id"])] = tail
+    assert lost == {}
