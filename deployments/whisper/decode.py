@@ -11,7 +11,7 @@ import torch
 from deployments.transcript import Hypothesis, Word
 from deployments.whisper.features import ENCODER_FRAMES_PER_SECOND, FRAMES_PER_SECOND
 from deployments.whisper.model import Whisper
-from deployments.whisper.timing import token_boundaries
+from deployments.whisper.timing import token_boundaries_batch
 from deployments.whisper.tokenizer import WhisperTokenizer
 
 # generous for speech (English runs at ~3-4 tokens per second): a row past this is looping
@@ -134,10 +134,7 @@ class GreedyDecoder:
             hidden, qks = decoder(feed, next_pos, valid, cache)
             last = decoder.logits(hidden[:, -1]).float()
             next_pos = next_pos + 1
-        return [
-            self._finish(r, n, off, float(ns))
-            for r, n, off, ns in zip(rows, n_frames, offsets, no_speech.tolist(), strict=True)
-        ]
+        return self._finish_all(rows, n_frames, offsets, no_speech.tolist())
 
     def _append(self, rows: list[_Row], logp: torch.Tensor, align: torch.Tensor) -> None:
         """Extend each unfinished row with its greedy choice and that step's alignment row."""
@@ -159,8 +156,9 @@ class GreedyDecoder:
                 row.done = len(row.tokens) >= row.budget
 
     def _alignment_rows(self, qks: list[torch.Tensor]) -> torch.Tensor:
-        """(B, heads, audio_ctx) scores of the alignment heads at the last position."""
-        return torch.stack([qks[layer][:, head, -1] for layer, head in self.alignment_heads], dim=1).cpu()
+        """(B, heads, audio_ctx) scores of the alignment heads at the last position (left on
+        the model's device: the timing filter runs there, one copy to the host per row)."""
+        return torch.stack([qks[layer][:, head, -1] for layer, head in self.alignment_heads], dim=1)
 
     @staticmethod
     def _forced_row(forced: list[int], align: torch.Tensor, width: int) -> _Row:
@@ -168,29 +166,41 @@ class GreedyDecoder:
         prefix pass (``align``: heads x positions x audio_ctx; the position before each
         forced token is the one that predicts it)."""
         start = width - 1 - len(forced)
-        qk = [align[:, p].cpu() for p in range(start, width - 1)]
+        qk = [align[:, p] for p in range(start, width - 1)]
         return _Row(list(forced), [0.0] * len(forced), qk, n_forced=len(forced))
 
-    def _finish(self, row: _Row, n_mel_frames: int, offset: float, no_speech: float) -> Hypothesis:
-        tokens, qk, looped, forced = row.tokens, row.qk, False, row.n_forced
-        cut = self._loop_cut(tokens[forced:])  # forced text is committed: only cut what is new
-        if cut is not None:
-            tokens, qk, looped = tokens[: forced + cut], qk[: forced + cut + 1], True
-        generated = row.logprobs[forced : len(tokens)]
-        avg_logprob = float(np.mean(generated)) if generated else 0.0
-        silent = no_speech > self.opts.no_speech_threshold and avg_logprob < self.opts.logprob_threshold
-        if not tokens or (silent and not forced):
-            return Hypothesis([], no_speech, avg_logprob, looped)
-        qk = qk[: len(tokens) + 1]
-        starts = token_boundaries(torch.stack(qk, dim=1), n_mel_frames // 2) / ENCODER_FRAMES_PER_SECOND
-        words: list[Word] = []
-        index = 0
-        for text, toks in self.tok.split_words(tokens):
-            end_index = index + len(toks)
-            prob = float(np.exp(np.mean(row.logprobs[index:end_index])))
-            words.append(Word(text, offset + float(starts[index]), offset + float(starts[end_index]), prob))
-            index = end_index
-        return Hypothesis(words, no_speech, avg_logprob, looped)
+    def _finish_all(
+        self, rows: list[_Row], n_frames: list[int], offsets: list[float], no_speech: list[float]
+    ) -> list[Hypothesis]:
+        """Hypotheses for the batch; the word timings of all rows in one batched DTW."""
+        kept: list[tuple[int, list[int], torch.Tensor, int]] = []
+        out: list[Hypothesis] = []
+        for i, row in enumerate(rows):
+            tokens, qk, looped, forced = row.tokens, row.qk, False, row.n_forced
+            cut = self._loop_cut(tokens[forced:])  # forced text is committed: only cut what is new
+            if cut is not None:
+                tokens, qk, looped = tokens[: forced + cut], qk[: forced + cut + 1], True
+            generated = row.logprobs[forced : len(tokens)]
+            avg_logprob = float(np.mean(generated)) if generated else 0.0
+            silent = (
+                no_speech[i] > self.opts.no_speech_threshold and avg_logprob < self.opts.logprob_threshold
+            )
+            out.append(Hypothesis([], no_speech[i], avg_logprob, looped))
+            if tokens and not (silent and not forced):
+                kept.append((i, tokens, torch.stack(qk[: len(tokens) + 1], dim=1), n_frames[i] // 2))
+        boundaries = token_boundaries_batch([qk for *_, qk, _ in kept], [f for *_, f in kept])
+        for (i, tokens, _, _), frames in zip(kept, boundaries, strict=True):
+            starts = frames / ENCODER_FRAMES_PER_SECOND
+            words: list[Word] = []
+            index = 0
+            for text, toks in self.tok.split_words(tokens):
+                end_index = index + len(toks)
+                prob = float(np.exp(np.mean(rows[i].logprobs[index:end_index])))
+                start, end = offsets[i] + float(starts[index]), offsets[i] + float(starts[end_index])
+                words.append(Word(text, start, end, prob))
+                index = end_index
+            out[i] = Hypothesis(words, out[i].no_speech_prob, out[i].avg_logprob, out[i].looped)
+        return out
 
     def _loop_cut(self, tokens: list[int]) -> int | None:
         """Where to cut a repetition loop, or None.  A loop is a text whose zlib compression

@@ -19,20 +19,34 @@ def median_filter(x: torch.Tensor, width: int = MEDIAN_FILTER_WIDTH) -> torch.Te
     return y.unfold(-1, width, 1).median(dim=-1).values.reshape(shape)
 
 
-def dtw(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Monotonic alignment path through ``cost`` (N tokens x M frames), vectorised per
-    anti-diagonal.  Returns (token_indices, frame_indices) along the path."""
-    n, m = cost.shape
-    acc = np.full((n + 1, m + 1), np.inf)
-    acc[0, 0] = 0.0
-    trace = np.full((n + 1, m + 1), -1, dtype=np.int8)
+def dtw_batch(costs: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Monotonic alignment paths through several cost matrices (N tokens x M frames each),
+    as (token_indices, frame_indices), in one pass over the anti-diagonals: one set of numpy
+    calls for the whole batch instead of one per row (per-call overhead was most of a GPU
+    batch's time).  Each matrix is padded with +inf; a cell depends only on cells above and
+    left of it, so no row's path sees another's padding."""
+    if not costs:
+        return []
+    b = len(costs)
+    n = max(c.shape[0] for c in costs)
+    m = max(c.shape[1] for c in costs)
+    cost = np.full((b, n, m), np.inf)
+    for k, c in enumerate(costs):
+        cost[k, : c.shape[0], : c.shape[1]] = c
+    acc = np.full((b, n + 1, m + 1), np.inf)
+    acc[:, 0, 0] = 0.0
+    trace = np.full((b, n + 1, m + 1), -1, dtype=np.int8)
     for d in range(2, n + m + 1):
         i = np.arange(max(1, d - m), min(n, d - 1) + 1)
         j = d - i
-        options = np.stack([acc[i - 1, j - 1], acc[i - 1, j], acc[i, j - 1]])
+        options = np.stack([acc[:, i - 1, j - 1], acc[:, i - 1, j], acc[:, i, j - 1]])  # (3, b, len)
         choice = options.argmin(axis=0)
-        acc[i, j] = cost[i - 1, j - 1] + options[choice, np.arange(len(i))]
-        trace[i, j] = choice
+        acc[:, i, j] = cost[:, i - 1, j - 1] + np.take_along_axis(options, choice[None], axis=0)[0]
+        trace[:, i, j] = choice
+    return [_backtrace(trace[k], c.shape[0], c.shape[1]) for k, c in enumerate(costs)]
+
+
+def _backtrace(trace: np.ndarray, n: int, m: int) -> tuple[np.ndarray, np.ndarray]:
     i, j = n, m
     path: list[tuple[int, int]] = []
     while i > 0 and j > 0:
@@ -49,19 +63,22 @@ def dtw(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return arr[:, 0], arr[:, 1]
 
 
-def token_boundaries(qk: torch.Tensor, n_frames: int) -> np.ndarray:
-    """Start frame of each token row.
+def token_boundaries_batch(qks: list[torch.Tensor], n_frames: list[int]) -> list[np.ndarray]:
+    """Start frame of each token row, for several rows (their DTWs run together).
 
-    ``qk``: (heads, rows, audio_ctx) raw scores of the alignment heads, one row per decoder
+    ``qks[k]``: (heads, rows, audio_ctx) raw scores of the alignment heads, one row per decoder
     position that predicted a text token plus the final row that predicted end-of-text.
-    Returns the encoder frame (50/s) where each row begins, length rows + 1 (last = end).
-    """
-    n_frames = max(1, min(n_frames, qk.shape[-1]))
-    w = qk[..., :n_frames].float().softmax(dim=-1)
-    std, mean = torch.std_mean(w, dim=-2, keepdim=True, unbiased=False)
-    w = (w - mean) / std.clamp_min(1e-10)
-    matrix = median_filter(w).mean(dim=0)
-    text_idx, time_idx = dtw((-matrix).double().cpu().numpy())
-    jumps = np.pad(np.diff(text_idx), (1, 0), constant_values=1).astype(bool)
-    starts = time_idx[jumps]
-    return np.append(starts, n_frames)
+    Returns per row the encoder frame (50/s) where each token begins, length rows + 1
+    (last = end)."""
+    costs = []
+    for qk, frames in zip(qks, n_frames, strict=True):
+        frames = max(1, min(frames, qk.shape[-1]))
+        w = qk[..., :frames].float().softmax(dim=-1)
+        std, mean = torch.std_mean(w, dim=-2, keepdim=True, unbiased=False)
+        w = (w - mean) / std.clamp_min(1e-10)
+        costs.append((-median_filter(w).mean(dim=0)).double().cpu().numpy())
+    out = []
+    for (text_idx, time_idx), cost in zip(dtw_batch(costs), costs, strict=True):
+        jumps = np.pad(np.diff(text_idx), (1, 0), constant_values=1).astype(bool)
+        out.append(np.append(time_idx[jumps], cost.shape[1]))
+    return out
