@@ -1,0 +1,59 @@
+"""Cost of one decode on this machine: encoder vs the token loop, float32 vs int8 output
+projection, a 30 s encoder window vs a shorter one, batch 1 vs 4.
+
+    python scripts/engine_bench.py [--threads 2] [--repeat 4]
+
+The clip is the bundled JFK sample (11 s, 22 words, decoded without a forced prefix).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from functools import partial
+
+import torch
+
+from deployments.config import EngineConfig
+from deployments.whisper.engine import WhisperEngine
+from deployments.whisper.features import log_mel, pad_frames
+from ingest.audio import read_wav
+from ingest.cli import SAMPLE_WAV
+
+
+def timed(fn: Callable[[], object], repeat: int) -> float:
+    fn()  # warm-up
+    started = time.perf_counter()
+    for _ in range(repeat):
+        fn()
+    return (time.perf_counter() - started) / repeat
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=4)
+    args = parser.parse_args()
+    mel = log_mel(torch.from_numpy(read_wav(SAMPLE_WAV).samples))
+    n = mel.shape[-1]
+    print("| engine | encoder window | batch | encoder (s) | whole decode (s) | token loop per row (s) |")
+    print("|---|---|---|---|---|---|")
+    for quantize in ("none", "int8"):
+        engine = WhisperEngine(EngineConfig(num_threads=args.threads, quantize=quantize))  # type: ignore[arg-type]
+        with torch.inference_mode():
+            for frames in (3000, 1600):
+                for batch in (1, 4):
+                    m = pad_frames(mel, frames)[None].repeat(batch, 1, 1)
+                    enc = timed(partial(engine.model.encoder, m), args.repeat)
+                    rows = ([""] * batch, [n] * batch, [0.0] * batch)
+                    full = timed(partial(engine.decoder.decode, m, *rows), args.repeat)
+                    print(
+                        f"| {quantize} | {frames / 100:.0f} s | {batch} | {enc:.3f} | {full:.3f} "
+                        f"| {(full - enc) / batch:.3f} |",
+                        flush=True,
+                    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+"""Streaming vs offline WER per evalset source, for engine/policy variants, with no server
+(``deployments.simulate``: the session's policy calls, each decode answered at once).
+
+    python scripts/stream_accuracy.py --manifest ../shared/evalset/manifest_longform.jsonl \\
+        --variant '{}' --variant '{"engine": {"quantize": "int8"}}' \\
+        --variant '{"engine": {"quantize": "int8"}, "policy": {"vad": {"enabled": false}}}'
+
+A variant is JSON: ``engine`` (EngineConfig fields) and ``policy`` (PolicyConfig fields).
+Offline = the same engine (same quantization) on sequential 20 s windows, full 30 s encoder
+input.  Also counts clips whose streamed transcript lacks the offline transcript's last word.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from deployments.config import EngineConfig
+from deployments.offline import transcribe_long
+from deployments.simulate import simulate_stream
+from deployments.streaming import PolicyConfig
+from deployments.whisper.engine import WhisperEngine
+from ingest.audio import read_wav
+from ingest.wer import normalize, wer
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def by_source(sources: list[str], refs: list[str], hyps: list[str]) -> dict[str, float]:
+    groups: dict[str, tuple[list[str], list[str]]] = defaultdict(lambda: ([], []))
+    for s, r, h in zip(sources, refs, hyps, strict=True):
+        groups[s][0].append(r)
+        groups[s][1].append(h)
+    return {s: round(100 * wer(*g), 1) for s, g in groups.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--manifest", type=Path, default=ROOT.parent / "shared/evalset/manifest_longform.jsonl"
+    )
+    parser.add_argument("--variant", action="append", default=[], help="JSON; repeatable")
+    parser.add_argument("--every", type=int, default=1, help="use every n-th clip")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    rows = [json.loads(line) for line in args.manifest.read_text().splitlines()][:: args.every]
+    audio = [read_wav(args.manifest.parent / r["audio"]).samples for r in rows]
+    refs = [str(r["text"]) for r in rows]
+    long = "longform" in args.manifest.name
+    sources = [str(r["id"] if long else r["audio"].split("/")[0])[:18] for r in rows]
+    offline: dict[str, list[str]] = {}
+    for spec in args.variant or ["{}"]:
+        variant: dict[str, Any] = json.loads(spec)
+        config = EngineConfig(num_threads=args.threads, **variant.get("engine", {}))
+        engine = WhisperEngine(config)
+        if config.quantize not in offline:  # the offline baseline: full window, same weights
+            base = WhisperEngine(EngineConfig(num_threads=args.threads, quantize=config.quantize))
+            offline[config.quantize] = [
+                "".join(w.text for w in transcribe_long(base.transcribe, a)) for a in audio
+            ]
+            off = offline[config.quantize]
+            print(
+                f"offline ({config.quantize}): WER {100 * wer(refs, off):.2f} {by_source(sources, refs, off)}"
+            )
+        started, hyps, decodes, lost = time.perf_counter(), [], 0, []
+        for a, off_text in zip(audio, offline[config.quantize], strict=True):
+            result = simulate_stream(engine.transcribe, a, PolicyConfig(**variant.get("policy", {})))
+            hyps.append(result.text)
+            decodes += result.decodes
+            o, s = normalize(off_text), normalize(result.text)
+            if o and o[-1] not in s[-3:]:
+                lost.append((o[-3:], s[-3:]))
+        print(
+            f"{spec}: streaming WER {100 * wer(refs, hyps):.2f} {by_source(sources, refs, hyps)} "
+            f"decodes {decodes}, {time.perf_counter() - started:.0f} s, lost tails {len(lost)} {lost[:4]}",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
