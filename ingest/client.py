@@ -115,6 +115,18 @@ class StreamResult:
     def text(self) -> str:
         return " ".join(f.text for f in self.finals).strip()
 
+    def record(self, message: ServerMessage, at: float) -> None:
+        """Keep what the latency figures need from a server message that arrived ``at``."""
+        if isinstance(message, m.Final):
+            self.finals.append(message)
+            self.final_times.append(at)
+        elif isinstance(message, m.Partial):
+            self.partials.append((at, message))
+        elif isinstance(message, m.Closed):
+            self.summary = message.summary
+        elif isinstance(message, m.Error):
+            self.error = message
+
     def sent_time(self, audio_s: float) -> float:
         """When the audio at stream second ``audio_s`` had been captured (first sent)."""
         ends = [a for a, _ in self.sent]
@@ -344,19 +356,11 @@ class _Session:
         return self.opts.resume and self.client.resume_token is not None
 
     def _record(self, message: ServerMessage) -> None:
-        at = time.monotonic()
         if isinstance(message, m.Final):
             if message.seq <= self.last_seq:
                 return  # already handed to the caller
             self.last_seq = message.seq
-            self.result.finals.append(message)
-            self.result.final_times.append(at)
-        elif isinstance(message, m.Partial):
-            self.result.partials.append((at, message))
-        elif isinstance(message, m.Closed):
-            self.result.summary = message.summary
-        elif isinstance(message, m.Error):
-            self.result.error = message
+        self.result.record(message, time.monotonic())
         self._emit(message)
 
 

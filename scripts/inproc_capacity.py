@@ -52,17 +52,7 @@ class MemoryTransport:
         return await self.inbox.get()
 
     async def send_text(self, text: str) -> None:
-        message = m.SERVER_MESSAGE.validate_json(text)
-        at = time.monotonic()
-        if isinstance(message, m.Final):
-            self.result.finals.append(message)
-            self.result.final_times.append(at)
-        elif isinstance(message, m.Partial):
-            self.result.partials.append((at, message))
-        elif isinstance(message, m.Closed):
-            self.result.summary = message.summary
-        elif isinstance(message, m.Error):
-            self.result.error = message
+        self.result.record(m.SERVER_MESSAGE.validate_json(text), time.monotonic())
 
     async def close(self, code: int) -> None:
         self.result.close_code = code
