@@ -14,8 +14,8 @@ class EngineConfig(BaseModel):
     device: str = "auto"  # "auto" (cuda if present, else cpu), "cpu", "cuda", "cuda:1"
     fp16: bool = True  # half precision on GPU; CPU always runs float32
     num_threads: int = Field(0, ge=0)  # torch intra-op threads on CPU; 0 = torch default
-    # CPU only: "int8" quantizes the linear layers and the output projection dynamically
-    # (weights int8, activations quantized per call); GPU ignores it and runs fp16/fp32
+    # CPU only: "int8" runs the output projection (the vocabulary matmul) with int8 weights
+    # (dynamic quantization); GPU ignores it and runs fp16/fp32
     quantize: Literal["none", "int8"] = "none"
     # the encoder sees the window's audio plus this much silence (rounded up to a multiple of
     # encode_bucket_s) instead of always 30 s; None = always 30 s, as Whisper was trained

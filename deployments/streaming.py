@@ -8,8 +8,8 @@ passes ``max_buffer_s`` it is cut at a committed boundary, so decode cost stays 
 With voice activity (:class:`~deployments.vad.VoiceTracker`, fed by the session): no decode
 runs unless new speech arrived since the last one; when speech has been followed by
 ``endpoint_silence_s`` of silence the utterance is decoded once more and committed whole
-(an endpoint: finals come at the end of speech instead of after two agreeing decodes); and
-silence outside an utterance is dropped from the buffer instead of being decoded.
+(an endpoint: finals come at the end of speech instead of after two agreeing decodes); and,
+only if ``keep_silence_s`` is set, silence between utterances is dropped from the buffer.
 """
 
 from __future__ import annotations
@@ -181,7 +181,9 @@ class LocalAgreement:
         self._window_end = None
         if self.voice is not None:
             self.voice = VoiceTracker(self.voice.config, start=offset, voice_end=offset)
-        self._utterance_open = True  # the resent audio may hold speech already under way
+        # no endpoint before the fresh VAD has heard speech: the first resent chunks may be
+        # mid-word while it warms up, and a flush there would cut the word at the seam
+        self._utterance_open = False
 
     def request(self, min_tokens: int = 0) -> DecodeRequest:
         """What to decode now: the buffer (its first 30 s if a backlog is waiting), prompted

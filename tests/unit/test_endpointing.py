@@ -125,3 +125,16 @@ def test_silero_finds_the_speech_in_a_real_recording() -> None:
     vad2 = StreamVad()
     first.feed(vad2.process(audio[: SR * 2]))
     assert first.voice_start is None  # the leading silence is silence
+
+
+def test_no_endpoint_after_a_resume_until_speech_is_heard() -> None:
+    la = policy()
+    la.restore(12.0, [], [])
+    feed(la, 1.0, SILENCE)  # the fresh VAD has not recognised the resent speech yet
+    assert not la.endpointed() and not la.ready()
+    feed(la, 1.0, SPEECH)
+    assert la.ready() and la.voice is not None and la.voice.voice_end > 12.0
+    feed(la, 0.7, SILENCE)
+    assert la.endpointed()
+    request = la.request()
+    assert request.offset == 12.0 and abs(len(request.audio) / SR - 2.7) < 0.1  # nothing lost

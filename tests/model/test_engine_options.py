@@ -1,0 +1,36 @@
+"""Engine options of issue 6: the int8 output projection keeps transcripts; the fitted
+encoder window is what it says."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from deployments.config import EngineConfig
+from deployments.transcript import DecodeRequest
+from deployments.whisper.engine import WhisperEngine
+from deployments.whisper.features import N_FRAMES
+from ingest.audio import read_wav
+
+pytestmark = pytest.mark.model
+
+
+def test_int8_projection_keeps_the_transcripts(evalset: Path) -> None:
+    rows = [json.loads(line) for line in (evalset / "manifest.jsonl").read_text().splitlines()][::19]
+    plain = WhisperEngine(EngineConfig(num_threads=2))
+    int8 = WhisperEngine(EngineConfig(num_threads=2, quantize="int8"))
+    assert int8.quantized and int8.model.decoder.projection is not None
+    for row in rows:
+        request = DecodeRequest(read_wav(evalset / row["audio"]).samples)
+        assert int8.transcribe([request])[0].text == plain.transcribe([request])[0].text, row["id"]
+
+
+def test_fitted_encoder_window() -> None:
+    full = WhisperEngine(EngineConfig(num_threads=2))
+    fitted = WhisperEngine(EngineConfig(num_threads=2, encode_pad_s=5.0, encode_bucket_s=5.0))
+    assert full.encoder_frames([300]) == N_FRAMES  # as trained: always 30 s
+    assert fitted.encoder_frames([300]) == 1000  # 3 s + 5 s, up to a 5 s bucket
+    assert fitted.encoder_frames([300, 1201]) == 2000  # the batch's longest row decides
+    assert fitted.encoder_frames([2900]) == N_FRAMES  # never past 30 s
