@@ -40,6 +40,9 @@ unit: setup
 test: lint  ## lint, types, then every test tier (unit, model, e2e)
 	$(BIN)/python -m pytest -q --durations=10
 
+test-slow: setup  ## the slow tier: every evalset clip streamed through the policy (~15 min)
+	$(BIN)/python -m pytest -q -m slow
+
 bench: setup  ## 1/2/4/8 real-time streams: latency, RTF, WER (see README)
 	$(BIN)/python scripts/benchmark.py
 

@@ -38,6 +38,7 @@ from ingest.protocol import (
 )
 
 log = logging.getLogger("ray.serve")
+_MAX_FLUSH_PASSES = 4  # a closing flush re-decodes audio its decode skipped, this often
 Decode = Callable[[DecodeRequest], Awaitable[Hypothesis]]
 
 
@@ -286,12 +287,16 @@ class StreamSession:
             while self.policy.backlogged():  # 30 s at a time, then the tail
                 request = self._next_request()
                 await self._emit(self.policy.apply(await self._decode(request)), self.policy.window_end)
-            if len(self.policy.buffer) == 0:
-                return
-            hyp = await self._decode(self._next_request())
-            if self.policy.stalled(hyp, final=True):
-                hyp = await self._decode(self.policy.request(min_tokens=1))
-            await self._emit(self.policy.flush(hyp), self.policy.audio_end)
+            for _ in range(_MAX_FLUSH_PASSES):  # again while a pass commits words but not all
+                if len(self.policy.buffer) == 0:
+                    return
+                hyp = await self._decode(self._next_request())
+                if self.policy.stalled(hyp, final=True):
+                    hyp = await self._decode(self.policy.request(min_tokens=1))
+                update = self.policy.flush(hyp)
+                await self._emit(update, self.policy.audio_end)
+                if not update.committed or not self.policy.uncovered():
+                    return
 
     def _start_vad(self) -> None:
         """A fresh voice-activity model state (a new stream, or a resumed one)."""

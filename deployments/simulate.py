@@ -67,9 +67,14 @@ def simulate_stream(
             words.extend(update.committed)
     while la.backlogged():  # close: the session's flush
         words.extend(la.apply(decode()).committed)
-    if len(la.buffer):
+    for _ in range(4):  # the session's closing flush passes
+        if not len(la.buffer):
+            break
         hyp = decode()
         if la.stalled(hyp, final=True):
             hyp = decode(min_tokens=1)
-        words.extend(la.flush(hyp).committed)
+        update = la.flush(hyp)
+        words.extend(update.committed)
+        if not update.committed or not la.uncovered():
+            break
     return SimResult(words, decodes, decoded_s, endpoints)

@@ -105,6 +105,7 @@ class LocalAgreement:
         self.voice: VoiceTracker | None = None  # set by the session when it runs a VAD
         self._utterance_open = False  # speech arrived since the last endpoint
         self._forced = False  # the last request carried a forced prefix
+        self._window_voice_end = 0.0  # see request()
 
     # --- audio ------------------------------------------------------------------------
 
@@ -195,6 +196,8 @@ class LocalAgreement:
         self._forced = bool(forced)
         window = self.buffer[: int(MODEL_WINDOW_S * SAMPLE_RATE)].copy()
         self._window_end = self.buffer_offset + len(window) / SAMPLE_RATE
+        # where the speech inside this window ends, as the VAD heard it when it was sent
+        self._window_voice_end = min(self.voice.voice_end, self._window_end) if self.voice else 0.0
         return DecodeRequest(window, self.buffer_offset, prompt, forced, min_tokens)
 
     @property
@@ -263,11 +266,19 @@ class LocalAgreement:
         self.committed.extend(commit)
         self.pending = []
         end = self.window_end
+        if commit and self._window_voice_end > commit[-1].end + 1.0:
+            # the decode stopped short of the speech it was given (greedy decoding can skip a
+            # sentence of a long window): keep the audio after its last word, decode it again
+            end = min(end, commit[-1].end)
         self._cut_at(end)
         self.undecoded_s = self._buffer_s()
         if self.voice is not None:
             self._utterance_open = self.voice.voice_end > end + 1e-6
         return Update(commit, [])
+
+    def uncovered(self) -> bool:
+        """A flush kept audio it did not cover (see :meth:`flush`): decode the rest."""
+        return self.voice is not None and self._utterance_open and len(self.buffer) > 0
 
     def _buffer_s(self) -> float:
         return len(self.buffer) / SAMPLE_RATE

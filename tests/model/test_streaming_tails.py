@@ -5,6 +5,7 @@ same engine hears when it decodes the clip offline."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -41,11 +42,27 @@ def lost_tail(engine: WhisperEngine, audio_path: Path) -> tuple[list[str], list[
     return offline[-3:], streamed[-3:]
 
 
+def check_tails(
+    engine: WhisperEngine, evalset: Path, manifest: str, keep: Callable[[int, str], bool]
+) -> None:
+    lost = {}
+    for i, row in enumerate(rows(evalset, manifest)):
+        if keep(i, str(row["id"])):
+            tail = lost_tail(engine, evalset / str(row["audio"]))
+            if tail is not None:
+                lost[str(row["id"])] = tail
+    assert lost == {}
+
+
+def test_sampled_clips_keep_their_last_words(engine: WhisperEngine, evalset: Path) -> None:
+    """Every 8th short clip (all sources) and the recording whose tail the issue saw lost."""
+    check_tails(engine, evalset, "manifest.jsonl", lambda i, _: i % 8 == 0)
+    check_tails(engine, evalset, "manifest_longform.jsonl", lambda _, key: key.endswith("sonnet-002"))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
 @pytest.mark.parametrize("manifest", ["manifest.jsonl", "manifest_longform.jsonl"])
 def test_no_clip_loses_its_last_words(engine: WhisperEngine, evalset: Path, manifest: str) -> None:
-    lost = {}
-    for row in rows(evalset, manifest):
-        tail = lost_tail(engine, evalset / str(row["audio"]))
-        if tail is not None:
-            lost[str(row["id"])] = tail
-    assert lost == {}
+    """Every evalset clip (``make test-slow``: ~15 minutes on 2 cores)."""
+    check_tails(engine, evalset, manifest, lambda *_: True)

@@ -138,3 +138,18 @@ def test_no_endpoint_after_a_resume_until_speech_is_heard() -> None:
     assert la.endpointed()
     request = la.request()
     assert request.offset == 12.0 and abs(len(request.audio) / SR - 2.7) < 0.1  # nothing lost
+
+
+def test_a_flush_that_stops_short_of_the_speech_keeps_the_rest() -> None:
+    la = policy()
+    feed(la, 6.0, SPEECH)
+    feed(la, 0.7, SILENCE)
+    assert la.endpointed()
+    request = la.request()
+    # the decode skipped most of the window: its last word ends at 0.9 s, speech at 6 s
+    update = la.flush(Hypothesis(words("so it began", request.offset)))
+    assert [w.text for w in update.committed] == [" so", " it", " began"]
+    assert abs(la.buffer_offset - 0.9) < 1e-3 and la.uncovered()  # the rest is decoded again
+    again = la.request()
+    done = la.flush(Hypothesis(words("and went on and on", again.offset, dur=1.0)))
+    assert len(done.committed) == 5 and not la.uncovered() and len(la.buffer) == 0
