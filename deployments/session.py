@@ -267,7 +267,9 @@ class StreamSession:
                     if not due or self.protocol.state >= State.CLOSING:
                         continue
                     hyp = await self._decode(self._next_request())
-                    if self.policy.stalled(hyp, final=endpoint):
+                    # only when the audio is about to be dropped: mid-stream a forced
+                    # continuation can skip ahead, and two such decodes agree on the skip
+                    if endpoint and self.policy.stalled(hyp, final=True):
                         hyp = await self._decode(self.policy.request(min_tokens=1))
                     update = self.policy.flush(hyp) if endpoint else self.policy.apply(hyp)
                     await self._emit(update, self.policy.window_end)

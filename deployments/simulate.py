@@ -60,7 +60,7 @@ def simulate_stream(
             if not (endpoint or la.ready() or la.backlogged()):
                 break
             hyp = decode()
-            if la.stalled(hyp, final=endpoint):
+            if endpoint and la.stalled(hyp, final=True):
                 hyp = decode(min_tokens=1)
             update = la.flush(hyp) if endpoint else la.apply(hyp)
             endpoints += endpoint

@@ -27,7 +27,10 @@ _CONTEXT = 64  # samples of the previous chunk the model sees before each chunk
 class VadConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    enabled: bool = True
+    # off by default: with endpointing on, the failover tier saw a resumed stream lose ~13
+    # words at the seam (an endpoint flush committed one decode of the resent window);
+    # not yet understood, so the served policy stays LocalAgreement until it is
+    enabled: bool = False
     threshold: float = Field(0.5, gt=0.0, lt=1.0)  # a chunk at or above starts speech
     # below this speech ends (hysteresis: quiet word endings stay speech)
     neg_threshold: float = Field(0.3, gt=0.0, lt=1.0)
