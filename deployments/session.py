@@ -270,7 +270,8 @@ class StreamSession:
                     # only when the audio is about to be dropped: mid-stream a forced
                     # continuation can skip ahead, and two such decodes agree on the skip
                     if endpoint and self.policy.stalled(hyp, final=True):
-                        hyp = await self._decode(self.policy.request(min_tokens=1))
+                        retry = await self._decode(self.policy.request(min_tokens=1))
+                        hyp = retry if self.policy.continues(retry) else hyp
                     update = self.policy.flush(hyp) if endpoint else self.policy.apply(hyp)
                     await self._emit(update, self.policy.window_end)
                 await self._pump()
@@ -294,7 +295,8 @@ class StreamSession:
                     return
                 hyp = await self._decode(self._next_request())
                 if self.policy.stalled(hyp, final=True):
-                    hyp = await self._decode(self.policy.request(min_tokens=1))
+                    retry = await self._decode(self.policy.request(min_tokens=1))
+                    hyp = retry if self.policy.continues(retry) else hyp
                 update = self.policy.flush(hyp)
                 await self._emit(update, self.policy.audio_end)
                 if not update.committed or not self.policy.uncovered():

@@ -61,7 +61,8 @@ def simulate_stream(
                 break
             hyp = decode()
             if endpoint and la.stalled(hyp, final=True):
-                hyp = decode(min_tokens=1)
+                retry = decode(min_tokens=1)
+                hyp = retry if la.continues(retry) else hyp
             update = la.flush(hyp) if endpoint else la.apply(hyp)
             endpoints += endpoint
             words.extend(update.committed)
@@ -72,7 +73,8 @@ def simulate_stream(
             break
         hyp = decode()
         if la.stalled(hyp, final=True):
-            hyp = decode(min_tokens=1)
+            retry = decode(min_tokens=1)
+            hyp = retry if la.continues(retry) else hyp
         update = la.flush(hyp)
         words.extend(update.committed)
         if not update.committed or not la.uncovered():

@@ -259,6 +259,14 @@ class LocalAgreement:
             return False
         return self.voice is None or self.voice.voice_end > after + 0.3
 
+    def continues(self, hyp: Hypothesis) -> bool:
+        """A retry's words pick up where the committed words stop.  Held back from
+        end-of-text, the decoder can also jump ahead and skip a sentence ("...painful to
+        myself. if not from all..."): such a retry is not used."""
+        fresh = self._fresh(hyp)
+        after = max(self.committed_end, self.buffer_offset)
+        return bool(fresh) and fresh[0].start <= after + 1.0
+
     def flush(self, hyp: Hypothesis) -> Update:
         """End of utterance/stream: commit every word of the last request's window and drop
         that audio (audio that arrived during the decode stays, still to be decoded)."""
