@@ -266,12 +266,7 @@ class StreamSession:
                     due = endpoint or self.policy.ready() or self.policy.backlogged()
                     if not due or self.protocol.state >= State.CLOSING:
                         continue
-                    hyp = await self._decode(self._next_request())
-                    # only when the audio is about to be dropped: mid-stream a forced
-                    # continuation can skip ahead, and two such decodes agree on the skip
-                    if endpoint and self.policy.stalled(hyp, final=True):
-                        retry = await self._decode(self.policy.request(min_tokens=1))
-                        hyp = retry if self.policy.continues(retry) else hyp
+                    hyp = await self._decode_checked(final=endpoint)
                     update = self.policy.flush(hyp) if endpoint else self.policy.apply(hyp)
                     await self._emit(update, self.policy.window_end)
                 await self._pump()
@@ -293,11 +288,7 @@ class StreamSession:
             for _ in range(_MAX_FLUSH_PASSES):  # again while a pass commits words but not all
                 if len(self.policy.buffer) == 0:
                     return
-                hyp = await self._decode(self._next_request())
-                if self.policy.stalled(hyp, final=True):
-                    retry = await self._decode(self.policy.request(min_tokens=1))
-                    hyp = retry if self.policy.continues(retry) else hyp
-                update = self.policy.flush(hyp)
+                update = self.policy.flush(await self._decode_checked(final=True))
                 await self._emit(update, self.policy.audio_end)
                 if not update.committed or not self.policy.uncovered():
                     return
@@ -309,11 +300,26 @@ class StreamSession:
             if self.policy.voice is None:
                 self.policy.voice = VoiceTracker(self.policy.config.vad)
 
-    def _next_request(self) -> DecodeRequest:
+    def _next_request(self, final: bool = False) -> DecodeRequest:
         if self.policy.overflowing():
             limit = self.policy.config.max_backlog_s
             raise Overloaded(f"the stream fell more than {limit:.0f} s behind real time")
-        return self.policy.request()
+        return self.policy.request(final=final)
+
+    async def _decode_checked(self, final: bool) -> Hypothesis:
+        """Decode the buffer; ``final``: for an endpoint or closing flush, whose words are
+        committed whole.  Two decoder slips are checked and retried: a flush's decode that
+        stalled at the forced prefix (``LocalAgreement.stalled``; the retry is used if it
+        ``continues`` the committed words) and a prompted decode that skipped ahead
+        (``LocalAgreement.skipped``; the unprompted retry is used if it ``recovers`` words)."""
+        hyp = await self._decode(self._next_request(final=final))
+        if final and self.policy.stalled(hyp):
+            retry = await self._decode(self.policy.request(min_tokens=1, final=True))
+            hyp = retry if self.policy.continues(retry) else hyp
+        if self.policy.skipped(hyp):
+            retry = await self._decode(self.policy.request(final=final, prompt=False))
+            hyp = retry if self.policy.recovers(hyp, retry) else hyp
+        return hyp
 
     async def _decode(self, request: DecodeRequest) -> Hypothesis:
         started = time.perf_counter()

@@ -31,6 +31,21 @@ class SimResult:
         return "".join(w.text for w in self.words)
 
 
+def decode_checked(
+    la: LocalAgreement, decode: Callable[[DecodeRequest], Hypothesis], final: bool
+) -> Hypothesis:
+    """The session's ``_decode_checked``: decode the buffer, retry a stalled flush decode or a
+    prompted decode that skipped ahead; use a retry only where it helps."""
+    hyp = decode(la.request(final=final))
+    if final and la.stalled(hyp):
+        retry = decode(la.request(min_tokens=1, final=True))
+        hyp = retry if la.continues(retry) else hyp
+    if la.skipped(hyp):
+        retry = decode(la.request(final=final, prompt=False))
+        hyp = retry if la.recovers(hyp, retry) else hyp
+    return hyp
+
+
 def simulate_stream(
     transcribe: Transcribe, audio: np.ndarray, policy: PolicyConfig | None = None, frame_s: float = 0.1
 ) -> SimResult:
@@ -42,9 +57,8 @@ def simulate_stream(
     decodes = endpoints = 0
     decoded_s = 0.0
 
-    def decode(min_tokens: int = 0) -> Hypothesis:
+    def decode(request: DecodeRequest) -> Hypothesis:
         nonlocal decodes, decoded_s
-        request = la.request(min_tokens)
         decodes += 1
         decoded_s += len(request.audio) / TARGET_RATE
         return transcribe([request])[0]
@@ -59,23 +73,16 @@ def simulate_stream(
             endpoint = la.endpointed() and not la.backlogged()
             if not (endpoint or la.ready() or la.backlogged()):
                 break
-            hyp = decode()
-            if endpoint and la.stalled(hyp, final=True):
-                retry = decode(min_tokens=1)
-                hyp = retry if la.continues(retry) else hyp
+            hyp = decode_checked(la, decode, final=endpoint)
             update = la.flush(hyp) if endpoint else la.apply(hyp)
             endpoints += endpoint
             words.extend(update.committed)
     while la.backlogged():  # close: the session's flush
-        words.extend(la.apply(decode()).committed)
+        words.extend(la.apply(decode(la.request())).committed)
     for _ in range(4):  # the session's closing flush passes
         if not len(la.buffer):
             break
-        hyp = decode()
-        if la.stalled(hyp, final=True):
-            retry = decode(min_tokens=1)
-            hyp = retry if la.continues(retry) else hyp
-        update = la.flush(hyp)
+        update = la.flush(decode_checked(la, decode, final=True))
         words.extend(update.committed)
         if not update.committed or not la.uncovered():
             break

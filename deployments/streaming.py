@@ -41,6 +41,9 @@ class PolicyConfig(BaseModel):
     overlap_tolerance_s: float = Field(0.25, ge=0.0)  # word-start slack around the commit point
     # feed committed words still inside the buffer to the decoder instead of re-decoding them
     force_committed: bool = True
+    # a prompted decode whose first new word ends this long after the committed point is
+    # checked by a decode without the prompt (see LocalAgreement.skipped)
+    skip_gap_s: float = Field(1.5, ge=0.5, le=10.0)
     vad: VadConfig = VadConfig()
     # with voice activity: silence after speech that ends an utterance (commit it at once)
     endpoint_silence_s: float = Field(0.6, ge=0.1, le=5.0)
@@ -105,6 +108,8 @@ class LocalAgreement:
         self.voice: VoiceTracker | None = None  # set by the session when it runs a VAD
         self._utterance_open = False  # speech arrived since the last endpoint
         self._forced = False  # the last request carried a forced prefix
+        self._prompted = False  # the last request carried a prompt
+        self._gap_checked: float | None = None  # see skipped()
         self._window_voice_end = 0.0  # see request()
 
     # --- audio ------------------------------------------------------------------------
@@ -186,19 +191,22 @@ class LocalAgreement:
         # mid-word while it warms up, and a flush there would cut the word at the seam
         self._utterance_open = False
 
-    def request(self, min_tokens: int = 0) -> DecodeRequest:
+    def request(self, min_tokens: int = 0, final: bool = False, prompt: bool = True) -> DecodeRequest:
         """What to decode now: the buffer (its first 30 s if a backlog is waiting), prompted
-        with earlier committed text; ``min_tokens``: see :class:`DecodeRequest`."""
+        with earlier committed text (unless ``prompt`` is false: see :meth:`skipped`);
+        ``min_tokens``: see :class:`DecodeRequest`; ``final``: its words will be committed
+        whole (:meth:`flush`), so the encoder gets its full input."""
         self.undecoded_s = 0.0
         split = self._first_inside()
-        prompt = "".join(w.text for w in self.committed[:split])[-self.config.prompt_chars :]
+        text = "".join(w.text for w in self.committed[:split])[-self.config.prompt_chars :] if prompt else ""
+        self._prompted = bool(text)
         forced = "".join(w.text for w in self.committed[split:]) if self.config.force_committed else ""
         self._forced = bool(forced)
         window = self.buffer[: int(MODEL_WINDOW_S * SAMPLE_RATE)].copy()
         self._window_end = self.buffer_offset + len(window) / SAMPLE_RATE
         # where the speech inside this window ends, as the VAD heard it when it was sent
         self._window_voice_end = min(self.voice.voice_end, self._window_end) if self.voice else 0.0
-        return DecodeRequest(window, self.buffer_offset, prompt, forced, min_tokens)
+        return DecodeRequest(window, self.buffer_offset, text, forced, min_tokens, full_window=final)
 
     @property
     def window_end(self) -> float:
@@ -243,21 +251,43 @@ class LocalAgreement:
             self._trim(hyp)
         return Update(commit, list(self.pending))
 
-    def stalled(self, hyp: Hypothesis, final: bool) -> bool:
+    def stalled(self, hyp: Hypothesis) -> bool:
         """The forced decode stopped at the committed words although speech follows them.
 
         A forced prefix that ends in a misrecognised word can leave the decoder nothing to
         say but end-of-text; at a flush that lost the stream's last words ("...warm and thou"
         without "feel'st it cold", also when decoded again without the prefix).  The caller
         then decodes the window once more with end-of-text held back for one token
-        (``request(min_tokens=1)``).  ``final``: a flush (1 s of audio after the
-        committed words is enough); mid-stream only a longer stall counts."""
+        (``request(min_tokens=1, final=True)``).  Only for a flush's decode: mid-stream a
+        forced continuation can skip ahead, and two such decodes agree on the skip."""
         if not self._forced or self._fresh(hyp):
             return False
         after = self.committed_end if self.committed_end > self.buffer_offset else self.buffer_offset
-        if self.window_end - after < (1.0 if final else 3.0):
+        if self.window_end - after < 1.0:
             return False
         return self.voice is None or self.voice.voice_end > after + 0.3
+
+    def skipped(self, hyp: Hypothesis) -> bool:
+        """The prompted decode's first new word ends well after the committed point: a pause,
+        or the decoder skipped speech.  Prompted with text that ends a sentence, a window
+        starting at that cut can skip the next sentence ("...my antecedents. The narrative
+        ...", the word timings then stretch the first word over the skipped audio); two such
+        decodes agree, and the words were lost.  The caller decodes the window once more
+        without the prompt (``request(prompt=False)``) and uses it if it :meth:`recovers`
+        words.  Checked once per committed point: a real pause stays there for several steps."""
+        fresh = self._fresh(hyp)
+        after = max(self.committed_end, self.buffer_offset)
+        if not self._prompted or not fresh or fresh[0].end <= after + self.config.skip_gap_s:
+            return False
+        if self._gap_checked == after:
+            return False
+        self._gap_checked = after
+        return True
+
+    def recovers(self, hyp: Hypothesis, retry: Hypothesis) -> bool:
+        """The unprompted retry found words the prompted decode skipped (a skipped sentence is
+        several words; a few more can be audio that arrived during the decode)."""
+        return len(self._fresh(retry)) >= len(self._fresh(hyp)) + 3
 
     def continues(self, hyp: Hypothesis) -> bool:
         """A retry's words pick up where the committed words stop.  Held back from

@@ -24,6 +24,10 @@ class DecodeRequest:
     # generate at least this many tokens before end-of-text (a retry after a decode that
     # stopped right after the forced prefix although speech follows it)
     min_tokens: int = 0
+    # encode the whole 30 s input even where the engine fits it to the audio (encode_pad_s):
+    # a decode whose words are committed whole (endpoint, closing flush) gets the input
+    # Whisper was trained on; a shortened input hallucinated tails there
+    full_window: bool = False
     issued_at: float = 0.0  # wall clock when the ingress sent it (metrics: queue wait); 0 unknown
 
 

@@ -72,11 +72,12 @@ class WhisperEngine:
         )
         log.info("Whisper engine on %s (%s%s)", self.device, self.dtype, ", int8" if self.quantized else "")
 
-    def encoder_frames(self, n_frames: list[int]) -> int:
+    def encoder_frames(self, n_frames: list[int], full: bool = False) -> int:
         """Mel frames the encoder sees for a batch whose rows have ``n_frames`` real frames:
-        30 s, or (``encode_pad_s``) the longest row plus that much silence, bucketed."""
+        30 s, or (``encode_pad_s``, unless ``full``) the longest row plus that much silence,
+        bucketed."""
         pad = self.config.encode_pad_s
-        if pad is None:
+        if pad is None or full:
             return N_FRAMES
         bucket = max(2, int(round(self.config.encode_bucket_s * FRAMES_PER_SECOND)))
         want = max(n_frames) + int(round(pad * FRAMES_PER_SECOND))
@@ -95,7 +96,7 @@ class WhisperEngine:
             mel = log_mel(audio)
             frames.append(mel.shape[-1])
             mels.append(mel)
-        width = self.encoder_frames(frames)
+        width = self.encoder_frames(frames, full=any(r.full_window for r in requests))
         batch = torch.stack([pad_frames(m, width) for m in mels]).to(self.dtype)
         return self.decoder.decode(
             batch,

@@ -36,3 +36,4 @@ def test_fitted_encoder_window() -> None:
     assert fitted.encoder_frames([300]) == 1000  # 3 s + 5 s, up to a 5 s bucket
     assert fitted.encoder_frames([300, 1201]) == 2000  # the batch's longest row decides
     assert fitted.encoder_frames([2900]) == N_FRAMES  # never past 30 s
+    assert fitted.encoder_frames([300], full=True) == N_FRAMES  # a committing decode: 30 s

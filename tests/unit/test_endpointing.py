@@ -92,11 +92,11 @@ def test_stalled_forced_decode_is_retried_only_when_speech_follows() -> None:
     request = la.request()
     assert request.forced.strip() == "warm and thou"
     only_forced = Hypothesis(words("warm and thou", 0.0))
-    assert la.stalled(only_forced, final=True)  # 1.1 s of speech after the committed words
-    assert not la.stalled(Hypothesis(words("warm and thou feel'st", 0.0)), final=True)
-    assert not la.stalled(only_forced, final=False)  # mid-stream: not yet 3 s behind
-    retry = la.request(min_tokens=1)
+    assert la.stalled(only_forced)  # 1.1 s of speech after the committed words
+    assert not la.stalled(Hypothesis(words("warm and thou feel'st", 0.0)))
+    retry = la.request(min_tokens=1, final=True)
     assert retry.min_tokens == 1 and retry.forced == request.forced
+    assert retry.full_window and not request.full_window  # only a flush's decode: full input
 
 
 def test_stalled_is_false_when_only_silence_follows() -> None:
@@ -106,7 +106,7 @@ def test_stalled_is_false_when_only_silence_follows() -> None:
     la.apply(Hypothesis(words("yes", 0.0)))
     feed(la, 2.0, SILENCE)
     la.request()
-    assert not la.stalled(Hypothesis(words("yes", 0.0)), final=True)
+    assert not la.stalled(Hypothesis(words("yes", 0.0)))
 
 
 def test_silero_finds_the_speech_in_a_real_recording() -> None:

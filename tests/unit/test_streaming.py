@@ -162,3 +162,28 @@ def test_audio_buffer_matches_concatenation_through_growth_and_cuts() -> None:
         assert len(buf) == len(plain) and np.array_equal(buf.samples, plain)
     buf.clear()
     assert len(buf) == 0 and len(buf.samples) == 0
+
+
+def test_a_prompted_decode_that_jumps_past_the_cut_is_checked_once_without_the_prompt() -> None:
+    la = LocalAgreement(PolicyConfig(step_s=1.0))
+    said = [Word(" my", 3.2, 3.4), Word(" antecedents.", 3.4, 4.6)]
+    la.restore(4.6, said)  # a buffer cut at a committed sentence end
+    la.add_audio(np.zeros(12 * SR, dtype=np.float32))
+    request = la.request()
+    assert request.prompt.endswith("antecedents.") and not request.forced
+    # the skip as the decoder reports it: the first word stretched over the skipped sentence
+    jumped = Hypothesis([Word(" The", 4.6, 6.3), Word(" narrative", 6.3, 6.5)])
+    assert la.skipped(jumped)
+    retry = la.request(prompt=False)
+    assert retry.prompt == "" and np.array_equal(retry.audio, request.audio)
+    found = Hypothesis(words("nor of the circumstances which led the narrative", 4.6, 0.2))
+    assert la.recovers(jumped, found)
+    assert not la.recovers(jumped, Hypothesis(words("the narrative would", 4.6)))
+    la.request()
+    assert not la.skipped(jumped)  # a real pause: checked once per committed point
+    la.restore(4.6, said)
+    la.add_audio(np.zeros(12 * SR, dtype=np.float32))
+    la.request()
+    assert not la.skipped(Hypothesis([Word(" nor", 5.5, 5.7)]))  # ends within skip_gap_s
+    la.request(prompt=False)
+    assert not la.skipped(jumped)  # nothing to retry: it carried no prompt
