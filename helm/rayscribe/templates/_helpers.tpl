@@ -106,6 +106,7 @@ metadata:
   labels:
     {{- include "rayscribe.selectorLabels" $root | nindent 4 }}
     app.kubernetes.io/component: ray-worker
+    rayscribe.io/ray-node: "true"
     rayscribe.io/group: {{ .name }}
 spec:
   {{- with $root.Values.imagePullSecrets }}
