@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import yaml
 
+helm: ModuleType | None
 try:
-    import helm_python as helm
+    import helm_python
+
+    helm = helm_python
 except ImportError:  # the k8s extra is missing, or not x86_64 Linux: conftest skips the tier
     helm = None
 

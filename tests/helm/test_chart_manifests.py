@@ -179,7 +179,9 @@ def test_ingress_routes_websockets_to_the_serve_service(chart: Any) -> None:
     backend = ing["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
     assert backend == {"name": serve_svc["metadata"]["name"], "port": {"number": 8000}}
     assert serve_svc["metadata"]["name"] == "rayscribe-serve-svc"  # KubeRay's own naming
-    assert serve_svc["spec"]["ports"] == [{"name": "serve", "port": 8000, "targetPort": 8000, "protocol": "TCP"}]
+    assert serve_svc["spec"]["ports"] == [
+        {"name": "serve", "port": 8000, "targetPort": 8000, "protocol": "TCP"}
+    ]
     for a in ("proxy-read-timeout", "proxy-send-timeout"):
         assert ing["metadata"]["annotations"][f"nginx.ingress.kubernetes.io/{a}"] == "3600"
 

@@ -11,7 +11,17 @@ import pytest
 import yaml
 
 from cluster.serve_config import merge
-from tests.helm.chart import CHART, ROOT, VARIANTS, Obj, deployment, helm, render, serve_config, variant_values
+from tests.helm.chart import (
+    CHART,
+    ROOT,
+    VARIANTS,
+    Obj,
+    deployment,
+    helm,
+    render,
+    serve_config,
+    variant_values,
+)
 
 
 def apply_overrides(base: Obj, serve: Obj) -> Obj:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
@@ -13,6 +13,7 @@ import redis
 from tests.helm.chart import CHART, Obj, helm, only, pod_templates, render, worker_group
 
 REDIS_URL_VAR = "$(RAYSCRIBE_REDIS_PASSWORD)"
+GPU_REPLICA = {"ray_actor_options": {"num_gpus": 1}}
 
 
 @pytest.mark.parametrize(
@@ -59,7 +60,8 @@ def test_schema_deployment_keys_are_serve_deployment_options() -> None:
 
     schema = json.loads((CHART / "values.schema.json").read_text())
     keys = set(schema["$defs"]["deploymentOverride"]["properties"])
-    assert keys <= set(DeploymentSchema.__fields__) - {"name"}
+    fields = cast(dict[str, Any], DeploymentSchema.__fields__)  # ray's schema: pydantic v1 API
+    assert keys <= set(fields) - {"name"}
 
 
 def container(tpl: Obj) -> Obj:
@@ -88,7 +90,7 @@ def test_default_values_use_no_gpu(rendered: dict[str, list[Obj]]) -> None:
     "values",
     [
         {"asrWorkers": {"gpusPerPod": 1}},  # GPU pods, but replicas that never ask for one
-        {"serve": {"applications": {"rayscribe": {"deployments": {"ASRModel": {"ray_actor_options": {"num_gpus": 1}}}}}}},
+        {"serve": {"applications": {"rayscribe": {"deployments": {"ASRModel": GPU_REPLICA}}}}},
     ],
 )
 def test_gpu_workers_and_gpu_replicas_must_agree(chart: Any, values: Obj) -> None:
@@ -170,8 +172,9 @@ def test_external_redis_needs_a_url(chart: Any) -> None:
         render(chart, {"redis": {"enabled": False}})
 
 
-def test_gcs_fault_tolerance_uses_the_chart_redis_in_its_own_namespace(rendered: dict[str, list[Obj]]) -> None:
-    assert "gcsFaultToleranceOptions" not in only(rendered["default"], "RayService")["spec"]["rayClusterConfig"]
+def test_gcs_fault_tolerance_uses_the_chart_redis(rendered: dict[str, list[Obj]]) -> None:
+    default = only(rendered["default"], "RayService")["spec"]["rayClusterConfig"]
+    assert "gcsFaultToleranceOptions" not in default
     objects = rendered["gcs-ft"]
     ft = only(objects, "RayService")["spec"]["rayClusterConfig"]["gcsFaultToleranceOptions"]
     svc = next(o for o in objects if o["kind"] == "Service" and o["metadata"]["name"] == "rayscribe-redis")
