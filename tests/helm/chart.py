@@ -1,0 +1,104 @@
+"""Helpers of the chart tier: paths, the values sets, rendering and object lookups."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import yaml
+
+helm: ModuleType | None
+try:
+    import helm_python
+
+    helm = helm_python
+except ImportError:  # the k8s extra is missing, or not x86_64 Linux: conftest skips the tier
+    helm = None
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "helm" / "rayscribe"
+EXAMPLES = CHART / "examples"
+# KubeRay CRD schemas (shared/k8s/SOURCES.md); RAYSCRIBE_K8S_SCHEMAS points elsewhere
+K8S_SCHEMAS = Path(os.environ.get("RAYSCRIBE_K8S_SCHEMAS", ROOT.parent / "shared" / "k8s"))
+RELEASE = "rayscribe"
+NAMESPACE = "rayscribe"
+
+# values set name -> values file (None: the chart's defaults)
+VARIANTS: dict[str, Path | None] = {
+    "default": None,
+    "gpu": EXAMPLES / "values-gpu.yaml",
+    "external-redis": EXAMPLES / "values-external-redis.yaml",
+    "gcs-ft": EXAMPLES / "values-gcs-ft.yaml",
+    "ha": EXAMPLES / "values-ha.yaml",
+}
+
+Obj = dict[str, Any]
+
+
+def variant_values(name: str) -> Obj:
+    path = VARIANTS[name]
+    return {} if path is None else dict(yaml.safe_load(path.read_text()))
+
+
+def render(chart: Any, values: Obj) -> list[Obj]:
+    """Every object the chart renders with ``values`` (NOTES.txt and empty files dropped)."""
+    manifests = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    objects: list[Obj] = []
+    for path, text in sorted(manifests.items()):
+        if path.endswith("NOTES.txt"):
+            continue
+        objects.extend(doc for doc in yaml.safe_load_all(text) if doc)
+    return objects
+
+
+def only(objects: list[Obj], kind: str) -> Obj:
+    found = [o for o in objects if o["kind"] == kind]
+    assert len(found) == 1, f"expected one {kind}, got {len(found)}"
+    return found[0]
+
+
+def serve_config(objects: list[Obj]) -> Obj:
+    return dict(yaml.safe_load(only(objects, "RayService")["spec"]["serveConfigV2"]))
+
+
+def worker_group(rayservice: Obj, name: str) -> Obj:
+    groups = {g["groupName"]: g for g in rayservice["spec"]["rayClusterConfig"]["workerGroupSpecs"]}
+    return dict(groups[name])
+
+
+def deployment(cfg: Obj, name: str) -> Obj:
+    (app,) = cfg["applications"]
+    return dict(next(d for d in app["deployments"] if d["name"] == name))
+
+
+def matches(selector: Obj, labels: dict[str, str]) -> bool:
+    """Kubernetes label-selector semantics (matchLabels + In/NotIn/Exists expressions)."""
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for e in selector.get("matchExpressions", []):
+        key, op, values = e["key"], e["operator"], e.get("values", [])
+        ok = {
+            "In": key in labels and labels[key] in values,
+            "NotIn": labels.get(key) not in values,
+            "Exists": key in labels,
+            "DoesNotExist": key not in labels,
+        }[op]
+        if not ok:
+            return False
+    return True
+
+
+def pod_templates(objects: list[Obj]) -> dict[str, Obj]:
+    """Every pod template, named ``head``, ``worker/<group>`` or ``<kind>/<name>``."""
+    out: dict[str, Obj] = {}
+    for o in objects:
+        if o["kind"] == "RayService":
+            rc = o["spec"]["rayClusterConfig"]
+            out["head"] = rc["headGroupSpec"]["template"]
+            for g in rc["workerGroupSpecs"]:
+                out[f"worker/{g['groupName']}"] = g["template"]
+        elif o["kind"] in {"StatefulSet", "Deployment", "DaemonSet"}:
+            out[f"{o['kind']}/{o['metadata']['name']}"] = o["spec"]["template"]
+    return out
