@@ -3,6 +3,8 @@ and killing a Serve replica actor the way a crashed process dies."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import ray
 import redis
 
@@ -25,3 +27,16 @@ def owner_of(redis_url: str, session_id: str, prefix: str = "rayscribe:") -> str
     """The ingress replica serving a session, as the session store records it."""
     with redis.Redis.from_url(redis_url, decode_responses=True) as client:
         return str(client.hget(f"{prefix}s:{session_id}", "owner") or "")
+
+
+def replica_nodes(deployment: str, app: str = "rayscribe") -> dict[str, str]:
+    """Live replicas of a deployment -> the Ray node id each runs on.  Read from the GCS actor
+    table (works without the dashboard, which ``ray.util.state`` needs)."""
+    from ray._private import state
+
+    actors: dict[str, Any] = state.actors()
+    return {
+        str(a["Name"]): str(a["Address"]["NodeID"])
+        for a in actors.values()
+        if a.get("State") == "ALIVE" and f"{app}#{deployment}#" in str(a.get("Name", ""))
+    }

@@ -11,11 +11,20 @@ import ray
 log = logging.getLogger(__name__)
 
 
+# One machine is every kind of node: it advertises plenty of each role's slots (the custom
+# resources ray_config.yaml places replicas by); its CPUs bound what runs.
+LOCAL_ROLE_SLOTS = {"asr": 64.0, "ingress": 64.0}
+
+
 def init_local_ray(
-    num_cpus: int | None = None, object_store_mb: int = 256, metrics_export_port: int | None = None
+    num_cpus: int | None = None,
+    object_store_mb: int = 256,
+    metrics_export_port: int | None = None,
+    resources: dict[str, float] | None = None,
 ) -> None:
-    """Start (or join an already started) local Ray without the dashboard.  Its metrics
-    agent serves Prometheus text on ``metrics_export_port`` (a free port if None)."""
+    """Start (or join an already started) local Ray without the dashboard, advertising
+    ``resources`` (default :data:`LOCAL_ROLE_SLOTS`).  Its metrics agent serves Prometheus
+    text on ``metrics_export_port`` (a free port if None)."""
     if ray.is_initialized():
         return
     extra: dict[str, Any] = (
@@ -24,6 +33,7 @@ def init_local_ray(
     ray.init(
         **extra,
         num_cpus=num_cpus or os.cpu_count() or 2,
+        resources=LOCAL_ROLE_SLOTS if resources is None else resources,
         include_dashboard=False,
         object_store_memory=object_store_mb * 1024 * 1024,
         log_to_driver=bool(int(os.environ.get("RAYSCRIBE_RAY_LOGS", "0"))),

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
 from deployments import metrics
+from deployments.autoscaling import LoadWindow
 from deployments.config import EngineConfig
 from deployments.transcript import DecodeRequest, Hypothesis
 
@@ -38,10 +39,16 @@ class BatchConfig(BaseModel):
 )
 class ASRModel:
     def __init__(self, engine: dict[str, Any] | None = None) -> None:
+        self.engine = self.load_engine(EngineConfig.model_validate(engine or {}))
+        self.batches: list[int] = []  # recent batch sizes, for tests and stats
+        self.load = LoadWindow()  # what the autoscaling policy sees (deployments/autoscaling.py)
+
+    def load_engine(self, config: EngineConfig) -> Any:
+        """The model: ``transcribe(list[DecodeRequest]) -> list[Hypothesis]`` and ``device``
+        (the cluster tier swaps in a stand-in here)."""
         from deployments.whisper.engine import WhisperEngine  # heavy: torch
 
-        self.engine = WhisperEngine(EngineConfig.model_validate(engine or {}))
-        self.batches: list[int] = []  # recent batch sizes, for tests and stats
+        return WhisperEngine(config)
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         cfg = BatchConfig.model_validate(user_config)
@@ -52,11 +59,26 @@ class ASRModel:
     async def transcribe(self, requests: list[DecodeRequest]) -> list[Hypothesis]:
         started = time.perf_counter()
         metrics.batch_started(requests)
-        results = await asyncio.to_thread(self.engine.transcribe, requests)
+        now = time.time()
+        self.load.batch_started(started, [now - r.issued_at for r in requests if r.issued_at > 0])
+        try:
+            results: list[Hypothesis] = await asyncio.to_thread(self.engine.transcribe, requests)
+        finally:
+            self.load.batch_done(time.perf_counter())
         metrics.batch_done(len(requests), time.perf_counter() - started)
         self.batches = [*self.batches[-99:], len(requests)]
         log.debug("decoded batch of %d in %.3f s", len(requests), time.perf_counter() - started)
         return results
+
+    async def record_autoscaling_stats(self) -> dict[str, float]:
+        """Serve calls this every ``look_back_period_s / 5`` for the custom autoscaling policy."""
+        return self.load.stats(time.perf_counter())
+
+    def node_id(self) -> str:
+        """The Ray node this replica runs on (placement checks, operators)."""
+        import ray
+
+        return str(ray.get_runtime_context().get_node_id())
 
     def stats(self) -> dict[str, Any]:
         import torch

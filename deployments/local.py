@@ -2,6 +2,10 @@
 
 python -m deployments.local serve            # serve until Ctrl-C
 python -m deployments.local demo [WAV]       # serve, stream the sample live, stop
+
+The cluster config is adapted to one machine by the ``local`` layer (cluster/layers/local.yaml:
+HeadOnly on 127.0.0.1), then any ``--layer``; Ray starts with the ``asr`` and ``ingress``
+resources the config places replicas by.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +25,15 @@ from ray import serve
 
 from cluster.redis_server import EmbeddedRedis
 from cluster.runtime import init_local_ray, metrics_url
-from cluster.serve_config import load_serve_config, merge
+from cluster.serve_config import deployment_layer, load_layer, load_serve_config, merge, read_yaml
 from deployments.app import compose
 from deployments.ingress import STREAM_PATH
 from deployments.store import REDIS_URL_ENV
 from ingest.cli import SAMPLE_WAV, stream_main
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "ray_config.yaml"
+LOCAL_LAYER = "local"
+Layer = str | Path | dict[str, Any]  # a shipped layer's name, a layer file, or the layer itself
 
 
 def fit_replicas(asr: dict[str, Any], cpus: int) -> dict[str, Any]:
@@ -49,19 +56,23 @@ def start_local(
     num_cpus: int | None = None,
     redis_url: str | None = None,
     metrics_port: int | None = None,
+    layers: Sequence[Layer] = (),
 ) -> str:
     """Start local Ray + Serve with the app of ``config_path``; return the stream URL.
-    ``redis_url`` points the session store at a server (else the config's, or the env's)."""
-    cfg = load_serve_config(config_path)
+    The ``local`` layer, then ``layers``, then ``overrides`` (per deployment name) apply over
+    the file.  ``redis_url`` points the session store at a server (else the config's, or the env's)."""
+    stack = [load_layer(LOCAL_LAYER), *(x if isinstance(x, dict) else load_layer(x) for x in layers)]
+    if overrides:
+        app_name = str(read_yaml(config_path)["applications"][0].get("name", "rayscribe"))
+        stack.append(deployment_layer(app_name, overrides))
+    cfg = load_serve_config(config_path, stack)
     app_cfg = cfg.applications[0]
     options = app_cfg.options()
-    for name, extra in (overrides or {}).items():
-        options[name] = merge(options.get(name, {}), extra)
     cpus = num_cpus or os.cpu_count() or 2
     options["ASRModel"] = fit_replicas(options.get("ASRModel", {}), cpus)
     init_local_ray(cpus, metrics_export_port=metrics_port)
     host, port = cfg.http_options.host, port or cfg.http_options.port
-    serve.start(http_options={"host": host, "port": port})
+    serve.start(proxy_location=cfg.proxy_location, http_options={"host": host, "port": port})
     args = merge(app_cfg.args, args_override or {})
     if redis_url:
         args = merge(args, {"ingress": {"store": {"url": redis_url}}})
@@ -78,18 +89,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=None)
     parser.add_argument("--fast", action="store_true", help="demo: stream faster than real time")
     parser.add_argument("--metrics-port", type=int, default=None, help="Prometheus port (default: free)")
-    parser.add_argument("--gpus", type=float, default=0.0, help="GPUs per ASR replica (0 = CPU)")
+    parser.add_argument("--gpus", type=float, default=0.0, help="GPUs per ASR replica (gpu layer)")
+    parser.add_argument(
+        "--layer", action="append", default=[], help="override layer: a name in cluster/layers/ or a file"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     print("starting local Ray + Serve (first start takes ~30 s)...", flush=True)
-    overrides = {"ASRModel": {"ray_actor_options": {"num_gpus": args.gpus}}} if args.gpus else None
+    layers: list[Layer] = list(args.layer)
+    if args.gpus:  # the gpu layer, with the GPU share asked for
+        share = {"ASRModel": {"ray_actor_options": {"num_gpus": args.gpus}}}
+        layers += ["gpu", deployment_layer("rayscribe", share)]
     with contextlib.ExitStack() as stack:
         redis_url = os.environ.get(REDIS_URL_ENV)
         if not redis_url:  # the embedded default runs its own Redis, stopped on exit
             redis_url = stack.enter_context(EmbeddedRedis()).url
             print(f"session store: embedded redis-server at {redis_url}", flush=True)
         url = start_local(
-            args.config, args.port, overrides, redis_url=redis_url, metrics_port=args.metrics_port
+            args.config, args.port, redis_url=redis_url, metrics_port=args.metrics_port, layers=layers
         )
         stack.callback(serve.shutdown)
         print(f"rayscribe is serving at {url}", flush=True)

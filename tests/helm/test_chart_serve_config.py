@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -10,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from cluster.serve_config import merge
+from cluster.serve_config import apply_layer
 from tests.helm.chart import (
     CHART,
     ROOT,
@@ -26,18 +25,8 @@ from tests.helm.chart import (
 
 def apply_overrides(base: Obj, serve: Obj) -> Obj:
     """The chart's override list in Python (templates/_helpers.tpl, rayscribe.serveConfig):
-    serve.config over the top level, serve.applications.<app> over the app of that name and
-    its `deployments.<name>` over the deployment of that name; maps merge, the rest replaces."""
-    out = merge(base, serve["config"])
-    apps = []
-    for app in base["applications"]:
-        o = copy.deepcopy(serve["applications"].get(app["name"], {}))
-        dep_overrides = o.pop("deployments", {})
-        a = merge(app, o)
-        a["deployments"] = [merge(d, dep_overrides.get(d["name"], {})) for d in app["deployments"]]
-        apps.append(a)
-    out["applications"] = apps
-    return out
+    the `serve` values are a layer in the shape cluster.serve_config.apply_layer applies."""
+    return apply_layer(base, serve)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -50,25 +39,31 @@ def test_serve_config_is_ray_config_plus_the_overrides(
 
 def test_default_override_list(rendered: dict[str, list[Obj]], ray_config: Obj) -> None:
     cfg = serve_config(rendered["default"])
-    assert cfg["proxy_location"] == "EveryNode" and ray_config["proxy_location"] == "HeadOnly"
-    assert cfg["http_options"] == {**ray_config["http_options"], "host": "0.0.0.0"}
+    # ray_config.yaml is the cluster config: proxies, host and placement come from the file
+    assert cfg["proxy_location"] == ray_config["proxy_location"] == "EveryNode"
+    assert cfg["http_options"] == ray_config["http_options"] and cfg["http_options"]["host"] == "0.0.0.0"
     ingress = deployment(cfg, "Ingress")
     assert ingress["ray_actor_options"] == {"num_cpus": 1, "resources": {"ingress": 1}}
     asr = deployment(cfg, "ASRModel")
     assert asr["ray_actor_options"]["resources"] == {"asr": 1}
     assert asr["ray_actor_options"]["num_gpus"] == 0
     assert asr["autoscaling_config"]["max_replicas"] == 2
-    # the file's own settings come through untouched
+    # the file's own settings come through untouched, the autoscaling policy included
     (app,) = cfg["applications"]
     assert app["args"] == ray_config["applications"][0]["args"]
     assert asr["user_config"] == deployment(ray_config, "ASRModel")["user_config"]
+    file_policy = deployment(ray_config, "ASRModel")["autoscaling_config"]["policy"]
+    assert asr["autoscaling_config"]["policy"] == file_policy
 
 
 def test_values_carry_no_copy_of_ray_config(chart: Any) -> None:
     serve = chart.values["serve"]
-    assert set(serve["config"]) == {"proxy_location", "http_options"}
+    assert serve["config"] == {}  # the file is the cluster config already
     assert set(serve["applications"]) == {"rayscribe"}
     assert set(serve["applications"]["rayscribe"]) == {"deployments"}  # no args, no import_path
+    assert serve["applications"]["rayscribe"]["deployments"] == {
+        "ASRModel": {"autoscaling_config": {"max_replicas": 2}}
+    }
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

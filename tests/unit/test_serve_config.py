@@ -1,10 +1,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from cluster.serve_config import load_serve_config, merge
+from cluster.serve_config import apply_layer, load_layer, load_serve_config, merge, read_yaml
 from ingest.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -72,3 +73,73 @@ def test_local_runner_caps_asr_replicas_to_the_machine() -> None:
     assert capped == {"min_replicas": 1, "max_replicas": 1, "target_ongoing_requests": 4}
     assert fit_replicas(asr, cpus=16)["autoscaling_config"]["max_replicas"] == 4
     assert fit_replicas({"num_replicas": 1}, cpus=2) == {"num_replicas": 1}
+
+
+def test_ray_config_yaml_is_the_cluster_config() -> None:
+    cfg = load_serve_config(ROOT / "ray_config.yaml")
+    assert cfg.proxy_location == "EveryNode" and cfg.http_options.host == "0.0.0.0"
+    options = cfg.applications[0].options()
+    assert options["Ingress"]["ray_actor_options"]["resources"] == {"ingress": 1}
+    assert options["ASRModel"]["ray_actor_options"]["resources"] == {"asr": 1}
+    policy = options["ASRModel"]["autoscaling_config"]["policy"]
+    assert policy["policy_function"] == "deployments.autoscaling:StreamLagPolicy"
+
+
+def test_local_layer_makes_it_one_loopback_machine() -> None:
+    cfg = load_serve_config(ROOT / "ray_config.yaml", [load_layer("local")])
+    assert cfg.proxy_location == "HeadOnly" and cfg.http_options.host == "127.0.0.1"
+    ingress = cfg.applications[0].options()["Ingress"]
+    # the layer changes one key; the placement resource and the rest of the file stay
+    assert ingress["ray_actor_options"] == {"num_cpus": 0, "resources": {"ingress": 1}}
+    assert ingress["num_replicas"] == 2
+
+
+def test_gpu_layer_puts_asr_on_gpus_and_keeps_placement() -> None:
+    asr = (
+        load_serve_config(ROOT / "ray_config.yaml", [load_layer("gpu")]).applications[0].options()["ASRModel"]
+    )
+    assert asr["ray_actor_options"] == {"num_cpus": 1, "num_gpus": 1, "resources": {"asr": 1}}
+    assert asr["max_surge_percent"] == 100
+
+
+def test_apply_layer_merges_by_name_and_removes_with_null() -> None:
+    base = {
+        "proxy_location": "EveryNode",
+        "applications": [
+            {"name": "a", "args": {"x": 1, "y": 2}, "deployments": [{"name": "D", "n": 1, "o": {"p": 1}}]}
+        ],
+    }
+    layer = {
+        "config": {"proxy_location": "HeadOnly"},
+        "applications": {"a": {"args": {"y": 3}, "deployments": {"D": {"o": {"q": 2}, "n": None}}}},
+    }
+    out = apply_layer(base, layer)
+    assert out == {
+        "proxy_location": "HeadOnly",
+        "applications": [
+            {"name": "a", "args": {"x": 1, "y": 3}, "deployments": [{"name": "D", "o": {"p": 1, "q": 2}}]}
+        ],
+    }
+    assert base["applications"][0]["deployments"][0]["n"] == 1  # the base is not modified
+
+
+@pytest.mark.parametrize(
+    ("layer", "message"),
+    [
+        ({"applications": {"other": {}}}, "other"),
+        ({"applications": {"rayscribe": {"deployments": {"ASR": {"num_replicas": 2}}}}}, "ASR"),
+    ],
+)
+def test_layer_naming_what_the_config_lacks_is_a_config_error(layer: dict[str, Any], message: str) -> None:
+    raw = read_yaml(ROOT / "ray_config.yaml")
+    with pytest.raises(ConfigError, match=message):
+        apply_layer(raw, layer)
+
+
+def test_unknown_layer_name_or_key_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="shipped: gpu, local"):
+        load_layer("tpu")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("deployments: {}\n")
+    with pytest.raises(ConfigError, match="only `config` and `applications`"):
+        load_layer(bad)
