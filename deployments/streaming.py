@@ -34,6 +34,9 @@ class PolicyConfig(BaseModel):
     step_s: float = Field(1.0, gt=0.05, le=10.0)  # decode cadence (partials every step)
     max_buffer_s: float = Field(15.0, ge=2.0, le=25.0)  # cut the buffer past this
     hard_buffer_s: float = Field(27.0, ge=5.0, le=30.0)  # force-commit past this (model max 30)
+    # commit words ending this long before the decoded window's end without waiting for a
+    # second decode to agree (None: only agreement commits); see LocalAgreement.apply
+    settle_s: float | None = Field(None, ge=1.0, le=20.0)
     prompt_chars: int = Field(200, ge=0, le=800)  # committed text fed back as the prompt
     # audio waiting beyond this (a resume resending a long backlog, a stream far behind) is
     # refused with 1013 rather than held in memory; below it a backlog is decoded 30 s at a time
@@ -84,6 +87,11 @@ class AudioBuffer:
 
     def clear(self) -> None:
         self._start = self._end = 0
+
+
+def _ending_by(words: list[Word], t: float) -> int:
+    """How many leading ``words`` end by stream time ``t``."""
+    return next((i for i, w in enumerate(words) if w.end > t), len(words))
 
 
 def norm(word: str) -> str:
@@ -240,7 +248,13 @@ class LocalAgreement:
         cutoff = self.window_end - 5.0
         if self._buffer_s() > self.config.hard_buffer_s:
             # far behind or no agreement for too long: commit all but the last 5 s, agreed or not
-            agreed = max(agreed, next((i for i, w in enumerate(words) if w.end > cutoff), len(words)))
+            agreed = max(agreed, _ending_by(words, cutoff))
+        if self.config.settle_s is not None:
+            # words this far from the window's end had their right context: commit them even
+            # unconfirmed.  Keeping up, two decodes agree on them sooner; behind (decodes come
+            # seconds apart), this bounds the commit lag and the buffer instead of waiting
+            # for the next decode while the buffer and each decode's cost grow
+            agreed = max(agreed, _ending_by(words, self.window_end - self.config.settle_s))
         commit = words[:agreed]
         self.committed.extend(commit)
         self.pending = words[len(commit) :]

@@ -23,9 +23,11 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from cluster.serve_config import load_serve_config, merge
 from deployments.config import EngineConfig
 from deployments.session import StreamSession
 from deployments.streaming import PolicyConfig
@@ -38,6 +40,7 @@ from ingest.protocol import Limits
 from ingest.wer import wer
 
 FRAME_S = 0.1
+ROOT = Path(__file__).resolve().parent.parent
 
 
 class MemoryTransport:
@@ -148,12 +151,25 @@ async def one_stream(
     return t.result
 
 
+def served_args() -> dict[str, Any]:
+    """The app's args in ray_config.yaml: the engine and policy this run measures."""
+    app = load_serve_config(ROOT / "ray_config.yaml").applications[0]
+    return dict(app.args)
+
+
+def served_policy(args: argparse.Namespace) -> PolicyConfig:
+    policy = merge(served_args()["ingress"].get("policy", {}), json.loads(args.policy))
+    if args.step is not None:
+        policy["step_s"] = args.step
+    return PolicyConfig.model_validate(policy)
+
+
 async def run_level(
     n: int, clips: list[tuple[list[bytes], float, str]], engine: object, args: argparse.Namespace
 ) -> dict[str, object]:
     batcher = Batcher(engine.transcribe, args.max_batch, args.batch_wait)  # type: ignore[attr-defined]
     worker = asyncio.create_task(batcher.run())
-    policy = PolicyConfig(step_s=args.step)
+    policy = served_policy(args)
     gpu = GpuSampler()
     cpu0, wall0 = time.process_time(), time.monotonic()
     chosen = [clips[i % len(clips)] for i in range(n)]
@@ -237,15 +253,22 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--max-batch", type=int, default=8)
     parser.add_argument("--batch-wait", type=float, default=0.05)
-    parser.add_argument("--step", type=float, default=1.0)
+    parser.add_argument("--step", type=float, default=None, help="decode step (default: ray_config.yaml's)")
+    parser.add_argument("--policy", default="{}", help="JSON over ray_config.yaml's streaming policy")
+    parser.add_argument("--engine", default="{}", help="JSON over ray_config.yaml's engine args")
     parser.add_argument("--stop-above", type=float, default=None, help="stop once commit p95 passes this")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
 
     from deployments.whisper.engine import pick_device
 
-    config = EngineConfig(
-        device=args.device, quantize=args.quantize, model_dir=args.model_dir, num_threads=args.threads
+    base = {**served_args()["engine"], "quantize": args.quantize}
+    config = EngineConfig.model_validate(
+        merge(
+            base,
+            {"device": args.device, "model_dir": args.model_dir, "num_threads": args.threads}
+            | json.loads(args.engine),
+        )
     )
     engine = EngineProcess(config)
     clips = load_clips(args.manifest, args.limit)
@@ -262,7 +285,7 @@ def main() -> None:
         import torch
 
         machine += f" ({torch.cuda.get_device_name(0)})"
-    print(f"\n{machine}; max_batch {args.max_batch}, step {args.step} s")
+    print(f"\n{machine}; max_batch {args.max_batch}, policy {served_policy(args).model_dump_json()}")
     print(
         "| streams | sustained | partial p50 / p95 (s) | commit lag p50 / p95 (s) "
         "| batch mean / p95 | engine busy | GPU util | WER |"

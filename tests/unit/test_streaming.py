@@ -187,3 +187,14 @@ def test_a_prompted_decode_that_jumps_past_the_cut_is_checked_once_without_the_p
     assert not la.skipped(Hypothesis([Word(" nor", 5.5, 5.7)]))  # ends within skip_gap_s
     la.request(prompt=False)
     assert not la.skipped(jumped)  # nothing to retry: it carried no prompt
+
+
+def test_settled_words_commit_without_a_second_decode() -> None:
+    spoken = " ".join(f"w{i}" for i in range(20))  # 0.5 s words over the 10 s window
+    for settle, expect in ((None, 0), (4.0, 12)):  # 12 words end by 10 s - 4 s
+        la = LocalAgreement(PolicyConfig(step_s=1.0, settle_s=settle))
+        la.add_audio(np.zeros(10 * SR, dtype=np.float32))
+        la.request()
+        update = la.apply(hyp(spoken))
+        assert [w.text for w in update.committed] == [f" w{i}" for i in range(expect)]
+        assert len(update.partial) == 20 - expect
