@@ -75,6 +75,17 @@ def only(objects: list[Obj], kind: str) -> Obj:
     return found[0]
 
 
+# auth.mode "off" (or YAML's bare off: false) adds this to the `serve` layer (_helpers.tpl)
+AUTH_OFF_LAYER: Obj = {"applications": {"rayscribe": {"args": {"ingress": {"auth": {"mode": "off"}}}}}}
+
+
+def chart_layers(values: Obj) -> list[Obj]:
+    """The override layers the chart applies over ray_config.yaml, given merged ``values``:
+    the `serve` values, then the auth layer with auth.mode off."""
+    off = values["auth"]["mode"] in ("off", False)
+    return [values["serve"], *([AUTH_OFF_LAYER] if off else [])]
+
+
 def serve_config(objects: list[Obj]) -> Obj:
     return dict(yaml.safe_load(only(objects, "RayService")["spec"]["serveConfigV2"]))
 
