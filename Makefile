@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: setup demo serve test lint unit bench bench-failover bench-capacity clean
+.PHONY: setup demo serve test lint unit fuzz bench bench-failover bench-capacity clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,10 @@ test: lint  ## lint, types, then every test tier (unit, model, e2e, helm chart)
 
 test-slow: setup  ## the slow tier: every evalset clip streamed through the policy (~15 min)
 	$(BIN)/python -m pytest -q -m slow
+
+fuzz: setup  ## long fuzz runs: 5000 Hypothesis examples per protocol property, 2000 fuzzed sockets
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest -q -m fuzz tests/e2e/test_fuzz_long.py
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest -q tests/unit/test_protocol_fuzz.py
 
 bench: setup  ## 1/2/4/8 real-time streams: latency, RTF, WER (see README)
 	$(BIN)/python scripts/benchmark.py

@@ -9,6 +9,7 @@ import logging
 import random
 import time
 import uuid
+from collections import Counter
 from typing import Any
 
 import ray
@@ -20,12 +21,13 @@ from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from ray.serve.handle import DeploymentHandle
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from deployments import metrics
-from deployments.session import StreamSession
+from deployments import memory, metrics
+from deployments.auth import ANONYMOUS, AuthConfig, KeyRing, Principal, accepted_subprotocol, check_origin
+from deployments.session import Deadlines, StreamSession
 from deployments.store import SessionStore, StoreConfig
 from deployments.streaming import PolicyConfig
 from deployments.transcript import DecodeRequest, Hypothesis
-from ingest.errors import ModelError, Overloaded
+from ingest.errors import ModelError, Overloaded, RayscribeError, TooManyStreams
 from ingest.protocol import Limits, ServerProtocol
 
 log = logging.getLogger("ray.serve")
@@ -39,12 +41,35 @@ _RETRYABLE = (
 )
 
 
+class LimitsConfig(BaseModel):
+    """Per-key and per-stream limits; each refusal is a typed error (docs/protocol.md)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_streams_per_key: int = Field(16, ge=1)  # per replica; the client address with auth off
+    max_pending: int = Field(16, ge=1)  # sockets per replica that have not sent start yet
+    handshake_timeout_s: float = Field(10.0, gt=0.0)  # socket open -> start/resume
+    idle_timeout_s: float = Field(60.0, gt=0.0)  # no audio and no keepalive
+    max_text_bytes: int = Field(16 * 1024, ge=256)
+    max_speed: float = Field(4.0, ge=1.0)  # audio may run this much faster than real time...
+    max_lead_s: float = Field(75.0, ge=1.0)  # ...after this lead (a resume resends <= 60 s)
+    max_session_s: float = Field(4 * 3600.0, gt=0.0)  # stream seconds per session
+    finalize_burst: int = Field(5, ge=1)
+    finalize_per_s: float = Field(1.0, gt=0.0)
+    send_timeout_s: float = Field(10.0, gt=0.0)  # one message not taken by the client
+    max_queued_bytes: int = Field(256 * 1024, ge=4096)  # outbound bytes per session
+
+
 class IngressConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     policy: PolicyConfig = PolicyConfig()
     max_sessions: int = Field(64, ge=1)  # per ingress replica; more are refused with 1013
     max_frame_bytes: int = Field(512 * 1024, ge=1024)
+    auth: AuthConfig = AuthConfig()
+    limits: LimitsConfig = LimitsConfig()
+    # browser Origins allowed to open streams ("*": any); requests without Origin are not browsers
+    allowed_origins: list[str] = []
     # a failed decode (ASR replica died or restarting) is retried, with backoff, this long
     decode_retry_budget_s: float = Field(30.0, ge=0.0, le=600.0)
     store: StoreConfig = StoreConfig()
@@ -74,7 +99,8 @@ class _SocketTransport:
             await self.ws.close(code)
 
 
-app = FastAPI(title="rayscribe")
+# no /docs, /redoc or /openapi.json: nothing to browse on a public port
+app = FastAPI(title="rayscribe", docs_url=None, redoc_url=None, openapi_url=None)
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=128)
@@ -82,10 +108,27 @@ app = FastAPI(title="rayscribe")
 class Ingress:
     def __init__(self, asr: DeploymentHandle[Any], config: dict[str, Any] | None = None) -> None:
         self.asr = asr
+        memory.tune_allocator()
         self.config = IngressConfig.model_validate(config or {})
-        self.limits = Limits(max_frame_bytes=self.config.max_frame_bytes)
+        q = self.config.limits
+        self.limits = Limits(
+            max_frame_bytes=self.config.max_frame_bytes,
+            max_text_bytes=q.max_text_bytes,
+            max_speed=q.max_speed,
+            max_lead_s=q.max_lead_s,
+            max_session_s=q.max_session_s,
+            finalize_burst=q.finalize_burst,
+            finalize_per_s=q.finalize_per_s,
+        )
+        self.deadlines = Deadlines(
+            q.handshake_timeout_s, q.idle_timeout_s, q.send_timeout_s, q.max_queued_bytes
+        )
+        self.keys = KeyRing(self.config.auth)
+        if self.config.auth.mode == "off":
+            log.warning("auth is OFF (explicitly configured): anyone who reaches this port may stream")
         self.store = SessionStore(self.config.store, owner=ray.get_runtime_context().get_actor_name() or "")
         self.sessions: set[StreamSession] = set()
+        self.per_key: Counter[str] = Counter()
 
     @property
     def active(self) -> int:
@@ -93,7 +136,12 @@ class Ingress:
 
     @app.get("/healthz")
     async def healthz(self) -> dict[str, Any]:
-        return {"status": "ok", "active_sessions": self.active, "store_available": self.store.available}
+        return {
+            "status": "ok",
+            "active_sessions": self.active,
+            "store_available": self.store.available,
+            "rss_bytes": memory.rss_bytes(),
+        }
 
     async def drain(self, reason: str = "server restart") -> int:
         """Persist every session, tell its client to resume elsewhere, close with 1012."""
@@ -113,26 +161,62 @@ class Ingress:
 
     @app.websocket(STREAM_PATH)
     async def stream(self, ws: WebSocket) -> None:
-        await ws.accept()
+        offered = [p.strip() for p in ws.headers.get("sec-websocket-protocol", "").split(",") if p.strip()]
+        # the socket is accepted only to say why it is refused (typed error + close code): no
+        # frame of a refused client is ever read
+        await ws.accept(subprotocol=accepted_subprotocol(offered))
         transport = _SocketTransport(ws)
-        if self.active >= self.config.max_sessions:
-            refusal = ServerProtocol(self.limits)
-            refusal.fail(Overloaded(f"this replica already serves {self.active} streams; retry later"))
-            metrics.count_error(Overloaded)
-            for text in refusal.data_to_send():
-                await transport.send_text(text)
-            await transport.close(refusal.close_code or Overloaded.close_code)
+        try:
+            principal = self._admit(ws, offered)
+        except RayscribeError as e:
+            await self._refuse(transport, e)
             return
         session = StreamSession(
-            uuid.uuid4().hex, transport, self._decode, self.config.policy, self.limits, self.store
+            uuid.uuid4().hex,
+            transport,
+            self._decode,
+            self.config.policy,
+            self.limits,
+            self.store,
+            self.deadlines,
+            principal.key_id if principal.authenticated else "",
         )
         self.sessions.add(session)
+        self.per_key[principal.key_id] += 1
         metrics.set_active_sessions(self.active)
         try:
             await session.run()
         finally:
             self.sessions.discard(session)
+            self.per_key[principal.key_id] -= 1
+            if self.per_key[principal.key_id] <= 0:
+                del self.per_key[principal.key_id]
             metrics.set_active_sessions(self.active)
+            if not self.sessions:
+                memory.trim()  # hand freed audio buffers back to the OS (see deployments/memory.py)
+
+    def _admit(self, ws: WebSocket, offered: list[str]) -> Principal:
+        """Origin, API key, then the replica's and the key's limits; raises the typed refusal."""
+        check_origin(ws.headers.get("origin"), self.config.allowed_origins)
+        principal = self.keys.authenticate(ws.headers, offered, ws.query_params)
+        if principal is ANONYMOUS:  # auth off: the per-key limit applies per client address
+            principal = Principal(f"addr:{ws.client.host if ws.client else '?'}", authenticated=False)
+        if self.active >= self.config.max_sessions:
+            raise Overloaded(f"this replica already serves {self.active} streams; retry later")
+        pending = sum(1 for s in self.sessions if not s.started)
+        if pending >= self.config.limits.max_pending:
+            raise Overloaded(f"{pending} connections wait for their start; retry later")
+        if self.per_key[principal.key_id] >= self.config.limits.max_streams_per_key:
+            raise TooManyStreams(f"this key has {self.per_key[principal.key_id]} open streams here")
+        return principal
+
+    async def _refuse(self, transport: _SocketTransport, error: RayscribeError) -> None:
+        refusal = ServerProtocol(self.limits)
+        refusal.fail(error)
+        metrics.count_error(type(error))
+        for text in refusal.data_to_send():
+            await transport.send_text(text)
+        await transport.close(refusal.close_code or error.close_code)
 
     async def _decode(self, request: DecodeRequest) -> Hypothesis:
         """Decode on any ASR replica; a dead or restarting one delays the stream (retried with

@@ -109,7 +109,9 @@ def main(argv: list[str] | None = None) -> int:
             args.config, args.port, redis_url=redis_url, metrics_port=args.metrics_port, layers=layers
         )
         stack.callback(serve.shutdown)
-        print(f"rayscribe is serving at {url}", flush=True)
+        print(
+            f"rayscribe is serving at {url} (auth off: loopback only, cluster/layers/local.yaml)", flush=True
+        )
         print(f"Prometheus metrics at {metrics_url()}", flush=True)
         if args.command == "demo":
             result = stream_main(url, args.wav, args.fast, interim=True)

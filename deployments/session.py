@@ -24,7 +24,15 @@ from deployments.streaming import LocalAgreement, PolicyConfig, Update
 from deployments.transcript import DecodeRequest, Hypothesis, Word
 from deployments.vad import StreamVad, VoiceTracker
 from ingest import messages as m
-from ingest.errors import InternalError, Overloaded, RayscribeError, StoreUnavailable
+from ingest.errors import (
+    HandshakeTimeout,
+    IdleTimeout,
+    InternalError,
+    Overloaded,
+    RayscribeError,
+    SlowConsumer,
+    StoreUnavailable,
+)
 from ingest.protocol import (
     AudioEvent,
     CloseEvent,
@@ -50,6 +58,16 @@ class Transport(Protocol):
     async def close(self, code: int) -> None: ...
 
 
+@dataclass(frozen=True)
+class Deadlines:
+    """How long a client may stay silent, and how long one send may block."""
+
+    handshake_s: float = 10.0  # socket open -> start/resume
+    idle_s: float = 60.0  # started: no audio and no keepalive
+    send_s: float = 10.0  # one outbound message not taken by the client: slow consumer
+    max_queued_bytes: int = 256 * 1024  # outbound messages waiting behind a blocked send
+
+
 @dataclass
 class _Stats:
     finals: int = 0
@@ -67,8 +85,13 @@ class StreamSession:
         policy: PolicyConfig,
         limits: Limits,
         store: SessionStore | None = None,
+        deadlines: Deadlines | None = None,
+        principal: str = "",
     ) -> None:
         self.session_id = session_id
+        self.deadlines = deadlines or Deadlines()
+        self.principal = principal  # the API key id: a resume must present the same one
+        self.dropped_partials = 0  # superseded partials never sent to a client behind
         self.store = store
         self.writer: SessionWriter | None = None
         self.transport = transport
@@ -92,6 +115,11 @@ class StreamSession:
         self._done = asyncio.Event()  # run() has returned
         self.meter = metrics.StreamMetrics()
 
+    @property
+    def started(self) -> bool:
+        """The client sent start or resume (a socket that has not holds a pending slot)."""
+        return self.protocol.state != State.AWAITING_START
+
     async def run(self) -> None:
         try:
             while not self._closed and self.protocol.state < State.CLOSING:
@@ -101,10 +129,11 @@ class StreamSession:
                         log.info("session %s: client disconnected", self.session_id)
                         self._closed = True  # nothing more can be sent to it
                     return
+                now = time.monotonic()
                 if isinstance(data, str):
-                    self.protocol.receive_text(data)
+                    self.protocol.receive_text(data, now)
                 else:
-                    self.protocol.receive_bytes(data)
+                    self.protocol.receive_bytes(data, now)
                 for event in self.protocol.events_received():
                     await self._on_event(event)
                 await self._pump()
@@ -134,12 +163,18 @@ class StreamSession:
                 self._fault_wait = asyncio.ensure_future(self._faulted.wait())
             frame = asyncio.ensure_future(self.transport.receive())
             waiters: set[asyncio.Future[object]] = {frame, self._fault_wait}  # type: ignore[arg-type]
-            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            waiting = self.protocol.state == State.AWAITING_START
+            timeout = self.deadlines.handshake_s if waiting else self.deadlines.idle_s
+            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
             if frame.done():
                 return frame.result()
             frame.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await frame
+            if not self._faulted.is_set():  # the deadline passed: a silent socket holds a slot
+                if waiting:
+                    raise HandshakeTimeout(f"no start or resume within {timeout:g} s")
+                raise IdleTimeout(f"no audio or keepalive for {timeout:g} s")
         if self._drain_reason is not None:
             raise _Draining(self._drain_reason)
         assert self._fault is not None
@@ -183,7 +218,7 @@ class StreamSession:
         if self.store is None or not self.protocol.resumable:
             return None
         token = secrets.token_urlsafe(24)
-        new = NewSession(config, hash_token(token))
+        new = NewSession(config, hash_token(token, self.principal))
         writer = self._open_writer(self.store, 1, 0, Progress(0.0, [], 0), new)
         await writer.commit([], writer.progress)  # resumable from `ready` on
         return token
@@ -205,9 +240,11 @@ class StreamSession:
     async def _resume(self, request: m.Resume) -> None:
         if self.store is None:
             raise StoreUnavailable("this server keeps no session state; start a new session")
-        record = await self.store.resume(request.session_id, request.resume_token, request.last_seq)
+        record = await self.store.resume(
+            request.session_id, request.resume_token, request.last_seq, self.principal
+        )
         self.session_id = record.session_id
-        self.protocol.accept_resume(record.config)
+        self.protocol.accept_resume(record.config, max(record.progress.offset, request.audio_from or 0.0))
         stored = record.progress.offset
         # the client can no longer resend audio before audio_from: skip it, say so in resumed
         offset = max(stored, request.audio_from or 0.0)
@@ -374,14 +411,46 @@ class StreamSession:
         await asyncio.shield(self._send_pending())
 
     async def _send_pending(self) -> None:
+        """Send what the protocol queued.  One send at a time: while a client does not read,
+        producers wait here (the decode loop pauses, the socket task stops reading audio), so
+        what is queued stays bounded; superseded partials are dropped, finals never; a send
+        blocked past ``send_s`` or a queue past ``max_queued_bytes`` closes the stream with
+        ``slow_consumer`` (a v1.1 client resumes: its finals are in the store)."""
         async with self._send_lock:
             if self._closed:
                 return
-            for text in self.protocol.data_to_send():
-                await self.transport.send_text(text)
+            try:
+                # again until nothing is left: other tasks may queue messages while a send waits
+                while out := self._coalesce(self.protocol.data_to_send()):
+                    for text in out:
+                        async with asyncio.timeout(self.deadlines.send_s):  # no extra task per send
+                            await self.transport.send_text(text)
+            except TimeoutError:
+                self._closed = True
+                slow = SlowConsumer(f"the client read nothing for {self.deadlines.send_s:g} s")
+                self.protocol.fail(slow)
+                if self._fault is None:  # the socket task ends the stream (see _receive)
+                    self._fault = slow
+                self._faulted.set()
+                log.info("session %s: slow consumer, closing", self.session_id)
+                with contextlib.suppress(TimeoutError):  # best effort: the client is not reading
+                    await asyncio.wait_for(self.transport.close(SlowConsumer.close_code), 1.0)
+                return
             if self.protocol.close_code is not None:
                 self._closed = True
                 await self.transport.close(self.protocol.close_code)
+
+    def _coalesce(self, out: list[str]) -> list[str]:
+        """Only the newest partial of a batch is worth sending; bound what waits."""
+        partials = [i for i, t in enumerate(out) if t.startswith('{"type":"partial"')]
+        if len(partials) > 1:
+            drop = set(partials[:-1])
+            self.dropped_partials += len(drop)
+            out = [t for i, t in enumerate(out) if i not in drop]
+        if sum(len(t) for t in out) > self.deadlines.max_queued_bytes:
+            self.protocol.fail(SlowConsumer("too many messages wait for the client"))
+            out = [t for t in out if not t.startswith('{"type":"partial"')] + self.protocol.data_to_send()
+        return out
 
 
 class _Draining(Exception):

@@ -66,8 +66,11 @@ class StoreConfig(BaseModel):
         return os.environ.get(REDIS_URL_ENV) or self.url
 
 
-def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
+def hash_token(token: str, principal: str = "") -> str:
+    """The stored form of a resume token; bound to the API key id that started the session, so
+    a resume under another key does not match (``""``: auth off, the v1.1 hash unchanged)."""
+    bound = f"{principal}\0{token}" if principal else token
+    return hashlib.sha256(bound.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -249,10 +252,11 @@ class SessionStore:
             raise StateLost(f"session {session_id}: the store holds finals before seq {held} only", held)
         return int(res[1])
 
-    async def resume(self, session_id: str, token: str, last_seq: int) -> SessionRecord:
-        """Take the session over: bump its epoch (fencing out any older connection) and load it."""
+    async def resume(self, session_id: str, token: str, last_seq: int, principal: str = "") -> SessionRecord:
+        """Take the session over: bump its epoch (fencing out any older connection) and load it.
+        ``principal``: the resuming connection's key id (it must be the one that started it)."""
         args: list[str | int] = [
-            hash_token(token),
+            hash_token(token, principal),
             repr(time.time()),
             self.config.session_ttl_s,
             last_seq,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from importlib.resources import files
 from pathlib import Path
@@ -76,9 +77,12 @@ def main(argv: list[str] | None = None) -> int:
         help="16-bit PCM WAV to stream (default: bundled sample)",
     )
     parser.add_argument("--url", default=DEFAULT_URL)
+    parser.add_argument("--api-key", default=None, help="API key (default: $RAYSCRIBE_API_KEY)")
     parser.add_argument("--fast", action="store_true", help="send as fast as possible")
     parser.add_argument("--no-interim", action="store_true", help="finals only")
     args = parser.parse_args(argv)
+    if args.api_key:  # every StreamOptions (and --procs children) read it from the env
+        os.environ["RAYSCRIBE_API_KEY"] = args.api_key
     try:
         result = stream_main(args.url, args.wav, args.fast, not args.no_interim)
     except (OSError, RayscribeError) as e:

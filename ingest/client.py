@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import os
 import random
 import time
 from collections.abc import AsyncIterator, Callable
@@ -39,7 +40,12 @@ from ingest.replay import ReplayBuffer
 DEFAULT_URL = "ws://127.0.0.1:8000/v1/stream"
 ServerMessage = m.AnyServerMessage
 # errors after which resuming the same session can succeed (the server or its store recovers)
-RETRYABLE_ERRORS = {"overloaded", "store_unavailable", "internal_error", "model_error"}
+RETRYABLE_ERRORS = {"overloaded", "store_unavailable", "internal_error", "model_error", "slow_consumer"}
+API_KEY_ENV = "RAYSCRIBE_API_KEY"
+
+
+def _env_api_key() -> str | None:
+    return os.environ.get(API_KEY_ENV) or None
 
 
 @dataclass(frozen=True)
@@ -94,6 +100,8 @@ class StreamOptions:
     reconnect_budget_s: float = 60.0  # give up when no resume succeeds for this long
     backoff_initial_s: float = 0.1
     backoff_max_s: float = 5.0
+    # sent as Authorization: Bearer (never in the URL); default: $RAYSCRIBE_API_KEY
+    api_key: str | None = field(default_factory=_env_api_key, repr=False)
 
 
 @dataclass
@@ -234,7 +242,10 @@ class _Session:
             delay = min(delay * 2, self.opts.backoff_max_s)
 
     async def _connect(self) -> _Outcome:
-        async with connect(self.url, open_timeout=self.opts.open_timeout_s, max_size=2**24) as ws:
+        headers = {"Authorization": f"Bearer {self.opts.api_key}"} if self.opts.api_key else None
+        async with connect(
+            self.url, open_timeout=self.opts.open_timeout_s, max_size=2**24, additional_headers=headers
+        ) as ws:
             if self.result.session_id is None:
                 outcome = await self._start(ws)
             else:

@@ -4,7 +4,18 @@
 
     RayscribeError
     ├── ProtocolError            client broke protocol v1           close 1002
-    │   └── MessageTooBig        frame over the size limit           close 1009
+    │   ├── MessageTooBig        frame over the size limit           close 1009
+    │   └── InvalidText          a text frame that is not UTF-8      close 1007
+    ├── Unauthorized             no API key, or an unknown one       close 4401
+    ├── Forbidden                key/Origin not allowed for this     close 4403
+    ├── TimedOut                 no ``start`` / no frame in time     close 4408
+    │   ├── HandshakeTimeout     ``start`` did not come in time      close 4408
+    │   └── IdleTimeout          no audio or keepalive in time       close 4408
+    ├── LimitExceeded            a per-key/per-stream quota          close 4429
+    │   ├── TooManyStreams       the key's concurrent-stream limit   close 4429
+    │   ├── RateLimited          audio ahead of real time / finalize close 4429
+    │   └── SessionTooLong       the stream passed max session audio close 4413
+    ├── SlowConsumer             client stopped reading (resumable)  close 4008
     ├── UnsupportedAudio         encoding/rate/channels/samples bad  close 1003
     ├── SessionNotFound          resume of an unknown/expired session close 4404
     │   └── SessionClosed        resume of a session that was closed close 4410
@@ -52,6 +63,79 @@ class MessageTooBig(ProtocolError):
 
     code = "message_too_big"
     close_code = 1009
+
+
+class InvalidText(ProtocolError):
+    """A text frame whose payload is not valid UTF-8 (RFC 6455 requires it)."""
+
+    code = "invalid_utf8"
+    close_code = 1007
+
+
+class Unauthorized(RayscribeError):
+    """No API key was presented, or the key is unknown (or was rotated out)."""
+
+    code = "unauthorized"
+    close_code = 4401
+
+
+class Forbidden(RayscribeError):
+    """The caller is known but not allowed this: a browser Origin not on the list."""
+
+    code = "forbidden"
+    close_code = 4403
+
+
+class TimedOut(RayscribeError):
+    """The client kept a socket open without saying anything for too long."""
+
+    code = "timeout"
+    close_code = 4408
+
+
+class HandshakeTimeout(TimedOut):
+    """No ``start``/``resume`` within ``handshake_timeout_s`` of the socket opening."""
+
+    code = "handshake_timeout"
+
+
+class IdleTimeout(TimedOut):
+    """A started stream sent no audio and no keepalive for ``idle_timeout_s``."""
+
+    code = "idle_timeout"
+
+
+class LimitExceeded(RayscribeError):
+    """A quota of the key or of the stream was exceeded; retry later or slow down."""
+
+    code = "limit_exceeded"
+    close_code = 4429
+
+
+class TooManyStreams(LimitExceeded):
+    """The API key (or client address, with auth off) has its maximum of concurrent streams."""
+
+    code = "too_many_streams"
+
+
+class RateLimited(LimitExceeded):
+    """Audio ran further ahead of real time than allowed, or ``finalize`` came too often."""
+
+    code = "rate_limited"
+
+
+class SessionTooLong(LimitExceeded):
+    """The stream carried more audio than ``max_session_s``."""
+
+    code = "session_too_long"
+    close_code = 4413
+
+
+class SlowConsumer(RayscribeError):
+    """The client stopped reading: its outbound queue passed the bound.  Resumable (v1.1)."""
+
+    code = "slow_consumer"
+    close_code = 4008
 
 
 class UnsupportedAudio(RayscribeError):

@@ -573,6 +573,7 @@ def capacity_args(ns: argparse.Namespace, url: str, clips: list[Clip]) -> Capaci
 
 def add_load_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", default=DEFAULT_URL)
+    parser.add_argument("--api-key", default=None, help="API key (default: $RAYSCRIBE_API_KEY)")
     parser.add_argument(
         "--streams",
         type=int,
@@ -595,6 +596,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--capacity", action="store_true", help="search the largest N that holds")
     add_capacity_arguments(parser)
     args = parser.parse_args(argv)
+    if args.api_key:  # every StreamOptions (and --procs children) read it from the env
+        os.environ["RAYSCRIBE_API_KEY"] = args.api_key
     clips = load_manifest(args.manifest, args.limit)
     if args.capacity:
         run_capacity(capacity_args(args, args.url, clips))

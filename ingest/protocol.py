@@ -9,6 +9,9 @@ Server side: feed what the socket received to :meth:`ServerProtocol.receive_text
 
 Bad input never raises out of ``receive_*``: it queues a typed ``error`` message and sets
 the close code of the error's class (see :mod:`ingest.errors`).
+
+Quotas that depend on time (audio ahead of real time, ``finalize`` rate) take the caller's clock
+reading as ``now``: the machine stays free of clocks, and a test can drive time by hand.
 """
 
 from __future__ import annotations
@@ -24,7 +27,18 @@ from pydantic import ValidationError
 
 from ingest import messages as m
 from ingest.audio import StreamResampler, decode_pcm
-from ingest.errors import CLOSE_NORMAL, CLOSE_SERVICE_RESTART, MessageTooBig, ProtocolError, RayscribeError
+from ingest.errors import (
+    CLOSE_NORMAL,
+    CLOSE_SERVICE_RESTART,
+    InvalidText,
+    MessageTooBig,
+    ProtocolError,
+    RateLimited,
+    RayscribeError,
+    SessionTooLong,
+)
+
+_BYTES_PER_SAMPLE = {"pcm_s16le": 2, "f32le": 4}
 
 
 class State(IntEnum):
@@ -39,6 +53,52 @@ class State(IntEnum):
 class Limits:
     max_frame_bytes: int = 512 * 1024  # one binary audio frame
     max_text_bytes: int = 16 * 1024  # one JSON control message
+    # audio may run ahead of real time by max_lead_s plus (max_speed - 1) x the time since the
+    # first frame; beyond it the frame is refused before it is decoded or buffered.  The lead
+    # covers a resume resending the client's replay buffer (the SDK keeps 60 s).
+    max_speed: float = 4.0
+    max_lead_s: float = 75.0
+    max_session_s: float = 4 * 3600.0  # stream seconds of audio in one session (resumes included)
+    # finalize costs a decode: a bucket of finalize_burst, refilled finalize_per_s
+    finalize_burst: int = 5
+    finalize_per_s: float = 1.0
+
+
+class _Quota:
+    """The time-dependent limits of one connection (audio lead, finalize rate)."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.first_audio: float | None = None
+        self.audio_s = 0.0  # received on this connection
+        self.tokens = float(limits.finalize_burst)
+        self.refilled: float | None = None
+
+    def audio(self, seconds: float, now: float | None) -> None:
+        if now is None:
+            return
+        if self.first_audio is None:
+            self.first_audio = now
+        allowed = self.limits.max_lead_s + self.limits.max_speed * (now - self.first_audio)
+        if self.audio_s + seconds > allowed:
+            raise RateLimited(
+                f"audio is more than {self.limits.max_lead_s:.0f} s ahead of real time "
+                f"(at most {self.limits.max_speed:g}x real time); send at real-time pace"
+            )
+        self.audio_s += seconds
+
+    def finalize(self, now: float | None) -> None:
+        if now is None:
+            return
+        if self.refilled is not None:
+            elapsed = max(0.0, now - self.refilled)
+            self.tokens = min(
+                float(self.limits.finalize_burst), self.tokens + elapsed * self.limits.finalize_per_s
+            )
+        self.refilled = now
+        if self.tokens < 1.0:
+            raise RateLimited(f"finalize more often than {self.limits.finalize_per_s:g} per second")
+        self.tokens -= 1.0
 
 
 @dataclass(frozen=True)
@@ -79,14 +139,25 @@ class ServerProtocol:
         self._events: list[Event] = []
         self._out: list[str] = []
         self._resampler: StreamResampler | None = None
+        self._quota = _Quota(self.limits)
+        self.stream_offset = 0.0  # stream seconds before this connection (a resume's offset)
 
     # --- input ------------------------------------------------------------------------
 
-    def receive_text(self, text: str) -> None:
+    def receive_text(self, text: str, now: float | None = None) -> None:
+        self._now = now
         self._guard(self._receive_text, text)
 
-    def receive_bytes(self, data: bytes) -> None:
+    def receive_text_bytes(self, data: bytes, now: float | None = None) -> None:
+        """A text frame's raw payload (a transport that does not decode UTF-8 itself)."""
+        self._now = now
+        self._guard(self._decode_text, data)
+
+    def receive_bytes(self, data: bytes, now: float | None = None) -> None:
+        self._now = now
         self._guard(self._receive_bytes, data)
+
+    _now: float | None = None  # the clock reading of the frame being handled
 
     def events_received(self) -> list[Event]:
         events, self._events = self._events, []
@@ -100,13 +171,30 @@ class ServerProtocol:
         except RayscribeError as e:
             self.fail(e)
 
-    def _receive_text(self, text: str) -> None:
-        if len(text.encode("utf-8")) > self.limits.max_text_bytes:
+    def _decode_text(self, data: bytes) -> None:
+        if len(data) > self.limits.max_text_bytes:
             raise MessageTooBig(f"control message over {self.limits.max_text_bytes} bytes")
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise InvalidText(f"text frame is not valid UTF-8 (byte {e.start})") from e
+        self._receive_text(text)
+
+    def _receive_text(self, text: str) -> None:
+        # surrogatepass: a str from a lenient transport may hold lone surrogates; measure, not fail
+        if len(text) > self.limits.max_text_bytes or (
+            len(text.encode("utf-8", "surrogatepass")) > self.limits.max_text_bytes
+        ):
+            raise MessageTooBig(f"control message over {self.limits.max_text_bytes} bytes")
+        if _nesting(text) > _MAX_JSON_DEPTH:
+            # control messages are flat; deep nesting would hit the recursion limit in json
+            raise ProtocolError(f"control message nested deeper than {_MAX_JSON_DEPTH} levels")
         try:
             raw = json.loads(text)
         except json.JSONDecodeError as e:
             raise ProtocolError(f"control message is not JSON: {e.msg}") from e
+        except RecursionError as e:  # belt and braces: _nesting is the real guard
+            raise ProtocolError("control message nested too deeply") from e
         if not isinstance(raw, dict) or not isinstance(raw.get("type"), str):
             raise ProtocolError('control message must be a JSON object with a string "type"')
         if raw["type"] not in ("start", "resume", "finalize", "close", "keepalive"):
@@ -135,6 +223,7 @@ class ServerProtocol:
         if self.state != State.STREAMING:
             raise ProtocolError(f"{message.type} before start")
         if isinstance(message, m.Finalize):
+            self._quota.finalize(self._now)
             self._flush_resampler()
             self._events.append(FinalizeEvent())
         else:
@@ -148,6 +237,12 @@ class ServerProtocol:
         if self.state != State.STREAMING or self.config is None or self._resampler is None:
             before = "resumed" if self.state == State.RESUMING else "start"
             raise ProtocolError(f"audio before {before}")
+        # quotas are checked on the byte count, before the frame is decoded or buffered
+        seconds = len(data) / _BYTES_PER_SAMPLE[self.config.encoding] / self.config.sample_rate
+        limit = self.limits.max_session_s
+        if self.stream_offset + self._quota.audio_s + seconds > limit:
+            raise SessionTooLong(f"a session may carry at most {limit:.0f} s of audio; start a new one")
+        self._quota.audio(seconds, self._now)
         samples = self._resampler.push(decode_pcm(data, self.config.encoding))
         if samples.size:
             self._events.append(AudioEvent(samples))
@@ -162,10 +257,12 @@ class ServerProtocol:
         """The client speaks v1.1: it gets a resume token and acks."""
         return self.config is not None and self.config.protocol == m.PROTOCOL_V1_1
 
-    def accept_resume(self, config: m.Start) -> None:
-        """The session behind a ``resume`` was loaded: stream on with its original config."""
+    def accept_resume(self, config: m.Start, offset: float = 0.0) -> None:
+        """The session behind a ``resume`` was loaded: stream on with its original config from
+        stream second ``offset``."""
         if self.state != State.RESUMING:
             raise ProtocolError("accept_resume without a pending resume")
+        self.stream_offset = offset
         self._begin(config)
 
     def _flush_resampler(self) -> None:
@@ -209,6 +306,33 @@ class ServerProtocol:
         self.error = error
         self.state = State.CLOSED
         self.close_code = error.close_code
+
+
+_MAX_JSON_DEPTH = 8
+
+
+def _nesting(text: str) -> int:
+    """The deepest ``[``/``{`` nesting of a JSON text, outside strings (C-speed for flat text)."""
+    if text.count("[") + text.count("{") <= _MAX_JSON_DEPTH:
+        return 0  # cannot be deeper than the brackets it holds
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
 
 
 def _first_error(e: ValidationError) -> str:

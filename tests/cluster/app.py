@@ -72,7 +72,9 @@ def build(redis_url: str, asr: dict[str, Any], cost: tuple[float, float] = (0.1,
     cfg = load_serve_config(ROOT / "ray_config.yaml", [deployment_layer(APP, {"ASRModel": asr})])
     app = cfg.applications[0]
     options = app.options()
-    args = AppArgs.model_validate(merge(app.args, {"ingress": {"store": {"url": redis_url}}}))
+    # loopback only, like the local layer: this tier tests placement and faults, not API keys
+    ingress = {"store": {"url": redis_url}, "auth": {"mode": "off"}}
+    args = AppArgs.model_validate(merge(app.args, {"ingress": ingress}))
     model = FakeASR.options(name="ASRModel", **options["ASRModel"]).bind(*cost)
     bound: Application = Ingress.options(**options["Ingress"]).bind(model, args.ingress.model_dump())
     return bound

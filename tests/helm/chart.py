@@ -25,7 +25,12 @@ K8S_SCHEMAS = Path(os.environ.get("RAYSCRIBE_K8S_SCHEMAS", ROOT.parent / "shared
 RELEASE = "rayscribe"
 NAMESPACE = "rayscribe"
 
-# values set name -> values file (None: the chart's defaults)
+# A release must say where its API keys are (the render fails otherwise, see test_chart_auth);
+# the examples name this Secret, and values sets without an `auth` section get it.
+KEYS_SECRET = "rayscribe-api-keys"
+AUTH: dict[str, Any] = {"auth": {"existingSecret": KEYS_SECRET}}
+
+# values set name -> values file (None: the chart's defaults plus AUTH)
 VARIANTS: dict[str, Path | None] = {
     "default": None,
     "gpu": EXAMPLES / "values-gpu.yaml",
@@ -39,12 +44,23 @@ Obj = dict[str, Any]
 
 def variant_values(name: str) -> Obj:
     path = VARIANTS[name]
-    return {} if path is None else dict(yaml.safe_load(path.read_text()))
+    return dict(AUTH) if path is None else dict(yaml.safe_load(path.read_text()))
+
+
+def with_auth(values: Obj) -> Obj:
+    """``values`` with :data:`AUTH` unless they have an ``auth`` section of their own."""
+    return values if "auth" in values else {**AUTH, **values}
+
+
+def render_notes(chart: Any, values: Obj) -> str:
+    manifests = chart.render(with_auth(values), name=RELEASE, namespace=NAMESPACE, is_install=True)
+    return str(next(text for path, text in manifests.items() if path.endswith("NOTES.txt")))
 
 
 def render(chart: Any, values: Obj) -> list[Obj]:
-    """Every object the chart renders with ``values`` (NOTES.txt and empty files dropped)."""
-    manifests = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    """Every object the chart renders with ``values`` (NOTES.txt and empty files dropped);
+    values without an ``auth`` section get :data:`AUTH` (:func:`with_auth`)."""
+    manifests = chart.render(with_auth(values), name=RELEASE, namespace=NAMESPACE, is_install=True)
     objects: list[Obj] = []
     for path, text in sorted(manifests.items()):
         if path.endswith("NOTES.txt"):
@@ -57,6 +73,17 @@ def only(objects: list[Obj], kind: str) -> Obj:
     found = [o for o in objects if o["kind"] == kind]
     assert len(found) == 1, f"expected one {kind}, got {len(found)}"
     return found[0]
+
+
+# auth.mode "off" (or YAML's bare off: false) adds this to the `serve` layer (_helpers.tpl)
+AUTH_OFF_LAYER: Obj = {"applications": {"rayscribe": {"args": {"ingress": {"auth": {"mode": "off"}}}}}}
+
+
+def chart_layers(values: Obj) -> list[Obj]:
+    """The override layers the chart applies over ray_config.yaml, given merged ``values``:
+    the `serve` values, then the auth layer with auth.mode off."""
+    off = values["auth"]["mode"] in ("off", False)
+    return [values["serve"], *([AUTH_OFF_LAYER] if off else [])]
 
 
 def serve_config(objects: list[Obj]) -> Obj:

@@ -15,6 +15,7 @@ from tests.helm.chart import (
     ROOT,
     VARIANTS,
     Obj,
+    chart_layers,
     deployment,
     helm,
     render,
@@ -23,18 +24,21 @@ from tests.helm.chart import (
 )
 
 
-def apply_overrides(base: Obj, serve: Obj) -> Obj:
+def apply_overrides(base: Obj, values: Obj) -> Obj:
     """The chart's override list in Python (templates/_helpers.tpl, rayscribe.serveConfig):
-    the `serve` values are a layer in the shape cluster.serve_config.apply_layer applies."""
-    return apply_layer(base, serve)
+    the `serve` values (and the auth layer) in the shape cluster.serve_config.apply_layer applies."""
+    for layer in chart_layers(values):
+        base = apply_layer(base, layer)
+    return base
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_serve_config_is_ray_config_plus_the_overrides(
     chart: Any, rendered: dict[str, list[Obj]], ray_config: Obj, variant: str
 ) -> None:
-    serve = chart.merge_values(variant_values(variant))["serve"]
-    assert serve_config(rendered[variant]) == apply_overrides(ray_config, serve)
+    values = chart.merge_values(variant_values(variant))
+    assert chart_layers(values) == [values["serve"]]  # auth on: the serve values alone
+    assert serve_config(rendered[variant]) == apply_overrides(ray_config, values)
 
 
 def test_default_override_list(rendered: dict[str, list[Obj]], ray_config: Obj) -> None:

@@ -97,8 +97,69 @@ $(VAR) expansion, so the password stays in its Secret and out of the RayService.
 {{- end }}
 
 {{/*
+API keys (values `auth`).  The file the app reads (ray_config.yaml ingress.auth.keys_file) is
+/etc/rayscribe/api-keys: the chart mounts the Secret's key there, in the ingress workers only.
+*/}}
+{{- define "rayscribe.authKeysDir" -}}
+/etc/rayscribe
+{{- end }}
+
+{{/* "true" when auth.mode is "off" (or YAML's bare off, which is false). */}}
+{{- define "rayscribe.authOff" -}}
+{{- if has (toString .Values.auth.mode) (list "off" "false") }}true{{ end }}
+{{- end }}
+
+{{/* Secret holding the key lines: existingSecret, else the chart's own from auth.keys, else "". */}}
+{{- define "rayscribe.authSecretName" -}}
+{{- if .Values.auth.existingSecret }}{{ .Values.auth.existingSecret }}
+{{- else if .Values.auth.keys }}{{ include "rayscribe.fullname" . }}-api-keys
+{{- end }}
+{{- end }}
+
+{{- define "rayscribe.authSecretKey" -}}
+{{- if .Values.auth.existingSecret }}{{ .Values.auth.existingSecretKey }}{{ else }}api-keys{{ end }}
+{{- end }}
+
+{{/* The chart's key file: "key_id sha256hex" lines from auth.keys. */}}
+{{- define "rayscribe.authKeyLines" -}}
+{{- range .Values.auth.keys }}{{ printf "%s %s\n" .id .sha256 }}{{ end }}
+{{- end }}
+
+{{/*
+Fail the render on an auth setup that cannot work: both key sources, a hash listed twice, a
+keys_file the mount does not provide, or auth on with no keys (every stream refused, 4401).
+*/}}
+{{- define "rayscribe.checkAuth" -}}
+{{- $a := .Values.auth -}}
+{{- if and $a.existingSecret $a.keys -}}
+{{- fail "auth: set one of auth.existingSecret and auth.keys, not both" -}}
+{{- end -}}
+{{- $seen := list -}}
+{{- range $k := $a.keys -}}
+{{- if has $k.sha256 $seen -}}
+{{- fail (printf "auth.keys: the hash of key %q is listed twice" $k.id) -}}
+{{- end -}}
+{{- $seen = append $seen $k.sha256 -}}
+{{- end -}}
+{{- $file := printf "%s/api-keys" (include "rayscribe.authKeysDir" .) -}}
+{{- $cfg := include "rayscribe.serveConfig" . | fromYaml -}}
+{{- range $app := $cfg.applications -}}
+{{- $auth := dig "args" "ingress" "auth" dict $app -}}
+{{- if ne (toString ($auth.mode | default "api_key")) "off" -}}
+{{- if not (include "rayscribe.authSecretName" $) -}}
+{{- fail (printf "auth: no API keys, so every stream would be refused (4401). Set auth.existingSecret to a Secret holding \"key_id sha256hex\" lines (kubectl -n %s create secret generic rayscribe-api-keys --from-file=api-keys=FILE; python -m deployments.auth new --id NAME makes a key), or auth.keys to [{id, sha256}], or auth.mode \"off\" on a trusted network only (chart README: API keys)" $.Release.Namespace) -}}
+{{- end -}}
+{{- if ne (toString $auth.keys_file) $file -}}
+{{- fail (printf "application %s: ingress.auth.keys_file is %v but the chart mounts the keys at %s" $app.name $auth.keys_file $file) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end }}
+
+{{/*
 Pod template of a Ray worker group.  Args: root (the chart context), name (group name),
-group (its values), image ("cpu" or "cuda"), gpus (nvidia.com/gpu per pod).
+group (its values), image ("cpu" or "cuda"), gpus (nvidia.com/gpu per pod), apiKeys (mount the
+API-key Secret: the group that advertises the `ingress` resource, where the Ingress replicas run).
 */}}
 {{- define "rayscribe.workerTemplate" -}}
 {{- $root := .root -}}
@@ -127,6 +188,18 @@ spec:
   affinity:
     {{- toYaml . | nindent 4 }}
   {{- end }}
+  {{- $keys := and .apiKeys (include "rayscribe.authSecretName" $root) }}
+  {{- if $keys }}
+  volumes:
+    # API keys; a whole-directory mount (no subPath), so kubelet updates the file in place
+    - name: api-keys
+      secret:
+        secretName: {{ include "rayscribe.authSecretName" $root }}
+        defaultMode: 0444
+        items:
+          - key: {{ include "rayscribe.authSecretKey" $root }}
+            path: api-keys
+  {{- end }}
   containers:
     - name: ray-worker
       image: {{ include "rayscribe.image" (dict "root" $root "kind" .image) }}
@@ -137,6 +210,12 @@ spec:
         {{- include "rayscribe.rayEnv" $root | trim | nindent 8 }}
       ports:
         {{- include "rayscribe.rayPorts" $root | nindent 8 }}
+      {{- if $keys }}
+      volumeMounts:
+        - name: api-keys
+          mountPath: {{ include "rayscribe.authKeysDir" $root }}
+          readOnly: true
+      {{- end }}
       {{- $res := deepCopy .group.resources }}
       {{- if gt (int .gpus) 0 }}
       {{- $_ := set $res "requests" (merge (dict "nvidia.com/gpu" (int .gpus)) ($res.requests | default dict)) }}
@@ -156,7 +235,7 @@ with the `serve` values merged over it:
   1. serve.config over the top level (proxy_location, http_options, ...);
   2. serve.applications.<app> (less `deployments`) over the application of that name;
   3. serve.applications.<app>.deployments.<name> over the deployment of that name.
-Maps merge, scalars and lists replace (mergeOverwrite).  Names not in the file fail the render.
+auth.mode "off" adds args.ingress.auth.mode "off" to the rayscribe application's layer.  Maps merge, scalars and lists replace (mergeOverwrite).  Names not in the file fail the render.
 */}}
 {{- define "rayscribe.serveConfig" -}}
 {{- $base := .Files.Get "files/ray_config.yaml" | fromYaml -}}
@@ -164,7 +243,14 @@ Maps merge, scalars and lists replace (mergeOverwrite).  Names not in the file f
 {{- fail "files/ray_config.yaml (a link to the repository's ray_config.yaml) is missing or not a Serve config" -}}
 {{- end -}}
 {{- $cfg := mergeOverwrite (deepCopy $base) (deepCopy .Values.serve.config) -}}
-{{- $appOverrides := .Values.serve.applications | default dict -}}
+{{- $appOverrides := deepCopy (.Values.serve.applications | default dict) -}}
+{{- if hasKey (dig "rayscribe" "args" "ingress" "auth" dict $appOverrides) "mode" -}}
+{{- fail "serve.applications.rayscribe.args.ingress.auth.mode: set auth.mode instead" -}}
+{{- end -}}
+{{- if include "rayscribe.authOff" . -}}
+{{- $off := dict "rayscribe" (dict "args" (dict "ingress" (dict "auth" (dict "mode" "off")))) -}}
+{{- $appOverrides = mergeOverwrite $appOverrides $off -}}
+{{- end -}}
 {{- $appNames := list -}}
 {{- $apps := list -}}
 {{- range $app := $base.applications -}}
