@@ -40,3 +40,16 @@ def replica_nodes(deployment: str, app: str = "rayscribe") -> dict[str, str]:
         for a in actors.values()
         if a.get("State") == "ALIVE" and f"{app}#{deployment}#" in str(a.get("Name", ""))
     }
+
+
+def replica_pids(deployment: str, app: str = "rayscribe") -> dict[str, int]:
+    """Live replicas of a deployment -> their process id (this machine's), from the GCS actor
+    table like :func:`replica_nodes`."""
+    from ray._private import state
+
+    actors: dict[str, Any] = state.actors()
+    return {
+        str(a["Name"]): int(a["Pid"])
+        for a in actors.values()
+        if a.get("State") == "ALIVE" and f"{app}#{deployment}#" in str(a.get("Name", ""))
+    }

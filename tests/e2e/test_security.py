@@ -21,6 +21,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from cluster.faults import replica_pids
 from deployments.auth import APP_SUBPROTOCOL, hash_key, new_key
 from ingest.cli import SAMPLE_WAV
 from ingest.client import StreamOptions, stream_file
@@ -75,10 +76,7 @@ START = json.dumps({"type": "start", "sample_rate": 16000})
 
 
 def ingress_pids() -> dict[str, int]:
-    from ray.util.state import list_actors
-
-    actors = list_actors(filters=[("state", "=", "ALIVE")], limit=1000)
-    return {a.actor_id: a.pid for a in actors if "Ingress" in (a.class_name or "")}
+    return replica_pids("Ingress")
 
 
 def rss_mb(pid: int) -> float:
