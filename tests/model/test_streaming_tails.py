@@ -10,16 +10,20 @@ from pathlib import Path
 
 import pytest
 
-from deployments.config import EngineConfig
+from cluster.serve_config import load_serve_config
+from deployments.app import AppArgs
 from deployments.offline import transcribe_long
 from deployments.simulate import simulate_stream
-from deployments.streaming import PolicyConfig
 from deployments.whisper.engine import WhisperEngine
 from ingest.audio import read_wav
 from ingest.wer import normalize
 
 pytestmark = pytest.mark.model
-SERVED = EngineConfig(num_threads=2, quantize="int8")  # what ray_config.yaml serves on CPU
+ROOT = Path(__file__).resolve().parents[2]
+# what ray_config.yaml serves on CPU (engine and streaming policy)
+_APP = AppArgs.model_validate(load_serve_config(ROOT / "ray_config.yaml").applications[0].args)
+SERVED = _APP.engine.model_copy(update={"num_threads": 2})
+POLICY = _APP.ingress.policy
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +40,7 @@ def lost_tail(engine: WhisperEngine, audio_path: Path) -> tuple[list[str], list[
     transcript's last word among its own last three words; None when it is there."""
     audio = read_wav(audio_path).samples
     offline = normalize("".join(w.text for w in transcribe_long(engine.transcribe, audio)))
-    streamed = normalize(simulate_stream(engine.transcribe, audio, PolicyConfig()).text)
+    streamed = normalize(simulate_stream(engine.transcribe, audio, POLICY).text)
     if not offline or offline[-1] in streamed[-3:]:
         return None
     return offline[-3:], streamed[-3:]
