@@ -12,7 +12,7 @@ import uuid
 from typing import Any
 
 import ray
-from fastapi import FastAPI, WebSocket
+from fastapi import FastAPI, Response, WebSocket
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
@@ -20,12 +20,12 @@ from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from ray.serve.handle import DeploymentHandle
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from deployments import metrics
-from deployments.session import StreamSession
+from deployments import credentials, deepgram, metrics, web
+from deployments.session import StreamSession, Transport
 from deployments.store import SessionStore, StoreConfig
 from deployments.streaming import PolicyConfig
 from deployments.transcript import DecodeRequest, Hypothesis
-from ingest.errors import ModelError, Overloaded
+from ingest.errors import ModelError, Overloaded, RayscribeError
 from ingest.protocol import Limits, ServerProtocol
 
 log = logging.getLogger("ray.serve")
@@ -48,6 +48,10 @@ class IngressConfig(BaseModel):
     # a failed decode (ASR replica died or restarting) is retried, with backoff, this long
     decode_retry_budget_s: float = Field(30.0, ge=0.0, le=600.0)
     store: StoreConfig = StoreConfig()
+
+
+def _presented_key(ws: WebSocket) -> str | None:
+    return credentials.presented_key(ws.headers, ws.scope.get("subprotocols", []))
 
 
 class _SocketTransport:
@@ -111,10 +115,40 @@ class Ingress:
         await self.drain("replica shutting down")
         await self.store.aclose()
 
+    @app.get("/")
+    async def page(self) -> Response:
+        return await self.static("index.html")
+
+    @app.get("/static/{name}")
+    async def static(self, name: str) -> Response:
+        found = web.asset(name)
+        if found is None:
+            return Response(status_code=404)
+        return Response(found[0], media_type=found[1], headers={"Cache-Control": "no-cache"})
+
     @app.websocket(STREAM_PATH)
     async def stream(self, ws: WebSocket) -> None:
-        await ws.accept()
+        # a browser offering "token, <key>" fails the handshake unless "token" is selected
+        await ws.accept(subprotocol=credentials.accepted_subprotocol(ws.scope.get("subprotocols", [])))
+        await self._host(_SocketTransport(ws), _presented_key(ws))
+
+    @app.websocket(deepgram.LISTEN_PATH)
+    async def listen(self, ws: WebSocket) -> None:
+        """Deepgram's live API over the same sessions (deployments/deepgram.py)."""
+        await ws.accept(subprotocol=credentials.accepted_subprotocol(ws.scope.get("subprotocols", [])))
         transport = _SocketTransport(ws)
+        try:
+            options = deepgram.parse_options(ws.query_params)
+        except RayscribeError as e:  # a clear error, then close: never a silent stream
+            metrics.count_error(type(e))
+            await transport.send_text(deepgram.error_message(e.code, e.message))
+            await transport.close(e.close_code)
+            return
+        await self._host(deepgram.DeepgramTransport(transport, options), _presented_key(ws))
+
+    async def _host(self, transport: Transport, key: str | None) -> None:
+        """Run one stream on this replica, under its limits.  ``key``: the API key the client
+        presented (credentials.presented_key), for the auth layer to check here."""
         if self.active >= self.config.max_sessions:
             refusal = ServerProtocol(self.limits)
             refusal.fail(Overloaded(f"this replica already serves {self.active} streams; retry later"))
