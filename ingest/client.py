@@ -443,6 +443,7 @@ class LiveStream:
         self._session = _Session(url, sample_rate, options or StreamOptions(), self._events.put_nowait)
         self._task: asyncio.Task[None] | None = None
         self._failure: BaseException | None = None
+        self._failure_raised = False  # raised once: by the iterator or by wait()
 
     @property
     def result(self) -> StreamResult:
@@ -502,9 +503,13 @@ class LiveStream:
         """Wait for the stream to end; raise what stopped it if it never reached the server."""
         if self._task is not None:
             await asyncio.shield(self._task)
-        if self._failure is not None:
-            raise self._failure
+        self._raise_failure()
         return self.result
+
+    def _raise_failure(self) -> None:
+        if self._failure is not None and not self._failure_raised:
+            self._failure_raised = True
+            raise self._failure
 
     def __aiter__(self) -> AsyncIterator[Event]:
         return self._iterate()
@@ -513,8 +518,7 @@ class LiveStream:
         while (event := await self._events.get()) is not None:
             yield event
         self._events.put_nowait(None)  # a second iterator ends too
-        if self._failure is not None:
-            raise self._failure
+        self._raise_failure()
 
 
 def open_stream(
