@@ -3,9 +3,11 @@ our server messages into Deepgram's (checked against the official SDK's own mess
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
+import numpy as np
 import pytest
 
 from deployments.deepgram import ListenOptions, Translator, client_message, parse_options
@@ -144,3 +146,100 @@ def test_finalize_and_close() -> None:
     assert type(sdk_parse(metadata)).__name__ == "ListenV1Metadata"
     [error] = run(t, m.Error(code="overloaded", message="busy").model_dump_json())
     assert error == {"type": "Error", "variant": "overloaded", "description": "busy", "message": ""}
+
+
+# --- the official SDK against the adapter on a loopback server (fake decoder, no Ray) ------
+
+
+class _Socket:
+    """StreamSession's Transport over one websockets server connection."""
+
+    def __init__(self, ws: Any) -> None:
+        self.ws = ws
+
+    async def receive(self) -> str | bytes | None:
+        from websockets.exceptions import ConnectionClosed
+
+        try:
+            data: str | bytes = await self.ws.recv()
+        except ConnectionClosed:
+            return None
+        return data
+
+    async def send_text(self, text: str) -> None:
+        await self.ws.send(text)
+
+    async def close(self, code: int) -> None:
+        await self.ws.close(code)
+
+
+def test_the_deepgram_sdk_parses_the_adapter_end_to_end() -> None:
+    """deepgram-sdk 7.x -> /v1/listen adapter -> a real StreamSession (one word per 0.5 s)."""
+    import threading
+    import urllib.parse
+
+    from deepgram import DeepgramClient
+    from deepgram.core.events import EventType
+    from deepgram.environment import DeepgramClientEnvironment
+    from websockets.asyncio.server import serve
+
+    from deployments.deepgram import DeepgramTransport, error_message
+    from deployments.session import StreamSession
+    from ingest.audio import encode_pcm
+    from ingest.errors import RayscribeError
+    from ingest.protocol import Limits
+    from tests.unit.test_client_resume import POLICY, listening_decoder, speech
+
+    headers: list[str] = []
+
+    async def handle(ws: Any) -> None:
+        headers.append(ws.request.headers.get("Authorization", ""))
+        query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(ws.request.path).query))
+        try:
+            options = parse_options(query)
+        except RayscribeError as e:
+            await ws.send(error_message(e.code, e.message))
+            await ws.close(e.close_code)
+            return
+        session = StreamSession(
+            "s1", DeepgramTransport(_Socket(ws), options), listening_decoder, POLICY, Limits()
+        )
+        await session.run()
+
+    got: list[Any] = []
+    closed = threading.Event()
+
+    async def main() -> None:
+        async with serve(handle, "127.0.0.1", 0) as server:
+            port = server.sockets[0].getsockname()[1]
+            base = f"ws://127.0.0.1:{port}"
+            env = DeepgramClientEnvironment(base=base, production=base, agent=base, agent_rest=base)
+
+            def client() -> None:
+                dg_client = DeepgramClient(api_key="k1", environment=env)
+                with dg_client.listen.v1.connect(
+                    model="nova-3", encoding="linear16", sample_rate="16000", interim_results="true"
+                ) as conn:
+                    conn.on(EventType.MESSAGE, got.append)
+                    conn.on(EventType.CLOSE, lambda _: closed.set())
+                    listener = threading.Thread(target=conn.start_listening, daemon=True)
+                    listener.start()
+                    for chunk in np.array_split(speech(3.0), 30):
+                        conn.send_media(encode_pcm(chunk, "pcm_s16le"))
+                    conn.send_finalize()
+                    conn.send_keep_alive()
+                    conn.send_close_stream()
+                    closed.wait(20)
+                    listener.join(5)
+
+            await asyncio.to_thread(client)
+
+    asyncio.run(main())
+    assert headers == ["Token k1"]
+    kinds = [type(x).__name__ for x in got]
+    assert "ListenV1Results" in kinds and kinds[-1] == "ListenV1Metadata"
+    finals = [x for x in got if type(x).__name__ == "ListenV1Results" and x.is_final]
+    words = [w.word for r in finals for w in r.channel.alternatives[0].words]
+    assert words == [f"w{i}" for i in range(6)]  # every word once, in order
+    assert any(r.from_finalize for r in finals)
+    assert got[-1].duration == 3.0
