@@ -49,12 +49,14 @@ async function startAudio() {
   });
   const ctx = new AudioContext(); // the device rate (44.1/48 kHz): the worklet downsamples
   await ctx.audioWorklet.addModule("/static/worklet.js");
-  const node = new AudioWorkletNode(ctx, "rayscribe-capture", { numberOfOutputs: 0 });
+  const node = new AudioWorkletNode(ctx, "rayscribe-capture");
   node.port.onmessage = (e) => {
     if (e.data.samples) capture(e.data.samples);
     else if (e.data.flushed && S.onFlushed) S.onFlushed();
   };
   ctx.createMediaStreamSource(stream).connect(node);
+  node.connect(ctx.destination); // a node that reaches the destination is always pulled (its output is silence)
+  await ctx.resume();
   S.audio = { ctx, stream, node };
 }
 
@@ -89,6 +91,8 @@ function read(start, stop) {
 
 function ack(offsetSamples) {
   while (S.chunks.length && S.chunks[0].start + S.chunks[0].data.length <= offsetSamples) S.chunks.shift();
+  // latency needs capture times only for audio no message has covered yet
+  while (S.captureTimes.length > 1 && S.captureTimes[1][0] <= offsetSamples) S.captureTimes.shift();
 }
 
 function capturedAt(seconds) {
