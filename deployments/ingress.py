@@ -13,7 +13,7 @@ from collections import Counter
 from typing import Any
 
 import ray
-from fastapi import FastAPI, WebSocket
+from fastapi import FastAPI, Response, WebSocket
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
@@ -21,9 +21,9 @@ from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from ray.serve.handle import DeploymentHandle
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from deployments import memory, metrics
+from deployments import deepgram, memory, metrics, web
 from deployments.auth import ANONYMOUS, AuthConfig, KeyRing, Principal, accepted_subprotocol, check_origin
-from deployments.session import Deadlines, StreamSession
+from deployments.session import Deadlines, StreamSession, Transport
 from deployments.store import SessionStore, StoreConfig
 from deployments.streaming import PolicyConfig
 from deployments.transcript import DecodeRequest, Hypothesis
@@ -159,13 +159,44 @@ class Ingress:
         await self.drain("replica shutting down")
         await self.store.aclose()
 
+    @app.get("/")
+    async def page(self) -> Response:
+        return await self.static("index.html")
+
+    @app.get("/static/{name}")
+    async def static(self, name: str) -> Response:
+        found = web.asset(name)
+        if found is None:
+            return Response(status_code=404)
+        return Response(found[0], media_type=found[1], headers={"Cache-Control": "no-cache"})
+
     @app.websocket(STREAM_PATH)
     async def stream(self, ws: WebSocket) -> None:
+        await self._host(ws, deepgram_api=False)
+
+    @app.websocket(deepgram.LISTEN_PATH)
+    async def listen(self, ws: WebSocket) -> None:
+        """Deepgram's live API over the same sessions, keys and limits (deployments/deepgram.py)."""
+        await self._host(ws, deepgram_api=True)
+
+    async def _host(self, ws: WebSocket, deepgram_api: bool) -> None:
+        """Admit one stream (Origin, key, limits) and run it on this replica; ``deepgram_api``:
+        its messages are Deepgram's (the query string says how it streams)."""
         offered = [p.strip() for p in ws.headers.get("sec-websocket-protocol", "").split(",") if p.strip()]
         # the socket is accepted only to say why it is refused (typed error + close code): no
         # frame of a refused client is ever read
         await ws.accept(subprotocol=accepted_subprotocol(offered))
-        transport = _SocketTransport(ws)
+        socket = _SocketTransport(ws)
+        transport: Transport = socket
+        if deepgram_api:
+            try:
+                options = deepgram.parse_options(ws.query_params)
+            except RayscribeError as e:  # a clear error, then close: never a silent stream
+                metrics.count_error(type(e))
+                await socket.send_text(deepgram.error_message(e.code, e.message))
+                await socket.close(e.close_code)
+                return
+            transport = deepgram.DeepgramTransport(socket, options)
         try:
             principal = self._admit(ws, offered)
         except RayscribeError as e:
@@ -210,7 +241,7 @@ class Ingress:
             raise TooManyStreams(f"this key has {self.per_key[principal.key_id]} open streams here")
         return principal
 
-    async def _refuse(self, transport: _SocketTransport, error: RayscribeError) -> None:
+    async def _refuse(self, transport: Transport, error: RayscribeError) -> None:
         refusal = ServerProtocol(self.limits)
         refusal.fail(error)
         metrics.count_error(type(error))

@@ -1,14 +1,26 @@
-"""``rayscribe``: stream a WAV file to a rayscribe server and print the transcript live."""
+"""``rayscribe``: stream audio to a rayscribe server and print the transcript live.
+
+    rayscribe talk.mp3                                   # any file FFmpeg decodes (PyAV)
+    arecord -f S16_LE -r 16000 -c 1 -t raw | rayscribe - --rate 16000
+    ffmpeg -re -i talk.m4a -f s16le -ar 16000 -ac 1 - | rayscribe -
+
+On a terminal the provisional partial is one line rewritten in place and finals scroll above
+it; piped, every message is a line of its own.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import os
+import shutil
 import sys
+from collections.abc import AsyncIterator
 from importlib.resources import files
 from pathlib import Path
 from typing import TextIO
+
+import numpy as np
 
 from ingest import messages as m
 from ingest.client import (
@@ -20,71 +32,150 @@ from ingest.client import (
     SessionResumed,
     StreamOptions,
     StreamResult,
-    stream_file,
+    open_stream,
+    paced,
 )
 from ingest.errors import RayscribeError
+from ingest.sources import ENCODINGS, load_file, read_pcm
 
 SAMPLE_WAV = Path(str(files("ingest") / "samples" / "jfk.wav"))
+_CLEAR = "\r\x1b[2K"  # carriage return + erase the line: the partial is redrawn in place
+
+
+def describe(message: m.AnyServerMessage | ClientEvent) -> str | None:
+    """One line for a message or client event (None: not shown)."""
+    if isinstance(message, Reconnecting):
+        return f"[reconnecting] attempt {message.attempt}: {message.reason}"
+    if isinstance(message, SessionResumed):
+        return (
+            f"[resumed] session {message.session_id} after {message.downtime_s:.2f}s: "
+            f"resending {message.resent_s:.1f}s from {message.audio_offset:.2f}s, "
+            f"{message.missed_finals} missed finals replayed"
+        )
+    if isinstance(message, AudioGap):
+        return f"[gap] audio {message.start_s:.2f}-{message.end_s:.2f}s was lost (replay buffer full)"
+    if isinstance(message, m.Ready):
+        return f"[ready] session {message.session_id}"
+    if isinstance(message, m.Partial):
+        return f"  partial  ~{message.audio_end:6.2f}s  {message.text}"
+    if isinstance(message, m.Final):
+        return f"FINAL  {message.start:6.2f}-{message.end:6.2f}s  {message.text}"
+    if isinstance(message, m.Error):
+        return f"[error] {message.code}: {message.message}"
+    if isinstance(message, m.Closed):
+        s = message.summary
+        counts = f"{s.finals} finals, {s.words} words, {s.decodes} decodes"
+        return f"[closed] {s.audio_seconds:.1f}s audio, {counts}"
+    return None
 
 
 def printer(out: TextIO | None = None) -> OnMessage:
+    """Every message as a line of its own (logs, pipes)."""
     stream = out or sys.stdout
 
     def on_message(message: m.AnyServerMessage | ClientEvent) -> None:
-        if isinstance(message, Reconnecting):
-            line = f"[reconnecting] attempt {message.attempt}: {message.reason}"
-        elif isinstance(message, SessionResumed):
-            line = (
-                f"[resumed] session {message.session_id} after {message.downtime_s:.2f}s: "
-                f"resending {message.resent_s:.1f}s from {message.audio_offset:.2f}s, "
-                f"{message.missed_finals} missed finals replayed"
-            )
-        elif isinstance(message, AudioGap):
-            line = f"[gap] audio {message.start_s:.2f}-{message.end_s:.2f}s was lost (replay buffer full)"
-        elif isinstance(message, m.Ready):
-            line = f"[ready] session {message.session_id}"
-        elif isinstance(message, m.Partial):
-            line = f"  partial  ~{message.audio_end:6.2f}s  {message.text}"
-        elif isinstance(message, m.Final):
-            line = f"FINAL  {message.start:6.2f}-{message.end:6.2f}s  {message.text}"
-        elif isinstance(message, m.Error):
-            line = f"[error] {message.code}: {message.message}"
-        elif isinstance(message, m.Closed):
-            s = message.summary
-            line = (
-                f"[closed] {s.audio_seconds:.1f}s audio, {s.finals} finals, {s.words} words, "
-                f"{s.decodes} decodes"
-            )
-        else:
-            return
-        print(line, file=stream, flush=True)
+        line = describe(message)
+        if line is not None:
+            print(line, file=stream, flush=True)
 
     return on_message
 
 
-def stream_main(url: str, path: Path, fast: bool, interim: bool) -> StreamResult:
+class TerminalView:
+    """On a terminal: the partial is one provisional line rewritten in place; finals and
+    notices are printed above it and scroll."""
+
+    def __init__(self, out: TextIO, width: int | None = None) -> None:
+        self.out = out
+        self.width = width or shutil.get_terminal_size().columns
+        self.partial = ""
+
+    def __call__(self, message: m.AnyServerMessage | ClientEvent) -> None:
+        if isinstance(message, m.Partial):
+            self.partial = message.text
+        elif isinstance(message, m.Final):
+            self._line(f"{message.start:7.2f}s  {message.text}")
+            self.partial = ""
+        elif isinstance(message, m.Closed):
+            self.partial = ""
+            self._line(describe(message) or "")
+        elif (line := describe(message)) is not None and not isinstance(message, m.Ready):
+            self._line(line)
+        self._draw()
+
+    def _line(self, text: str) -> None:
+        self.out.write(f"{_CLEAR}{text}\n")
+
+    def _draw(self) -> None:
+        shown = f"   ...  {self.partial}" if self.partial else ""
+        if len(shown) > self.width - 1:  # one row only, or the rewrite would leave residue
+            shown = "   ... …" + shown[len(shown) - self.width + 9 :]
+        self.out.write(f"{_CLEAR}\x1b[2m{shown}\x1b[0m" if shown else _CLEAR)
+        self.out.flush()
+
+
+def view_for(out: TextIO) -> OnMessage:
+    return TerminalView(out) if out.isatty() else printer(out)
+
+
+async def run_stream(
+    url: str,
+    source: AsyncIterator[np.ndarray],
+    rate: int,
+    options: StreamOptions,
+    view: OnMessage,
+) -> StreamResult:
+    """Stream ``source`` through the live API, showing every event as it arrives."""
+    async with open_stream(url, rate, options) as stream:
+        feeder = asyncio.create_task(stream.feed(source))
+        try:
+            async for event in stream:
+                view(event)
+        finally:
+            feeder.cancel()
+    return stream.result
+
+
+def stream_main(url: str, path: Path, fast: bool, interim: bool, out: TextIO | None = None) -> StreamResult:
+    """Stream an audio file at real-time pace (unless ``fast``)."""
+    audio = load_file(path)
     options = StreamOptions(realtime=not fast, interim_results=interim)
-    return asyncio.run(stream_file(url, path, options, printer()))
+    source = paced(audio.samples, audio.sample_rate, options)
+    return asyncio.run(run_stream(url, source, audio.sample_rate, options, view_for(out or sys.stdout)))
+
+
+def stdin_main(url: str, rate: int, encoding: str, channels: int, interim: bool) -> StreamResult:
+    """Stream raw PCM from stdin as it arrives (a live pipe paces itself)."""
+    options = StreamOptions(interim_results=interim)
+    source = read_pcm(sys.stdin.buffer, ENCODINGS[encoding], channels)
+    return asyncio.run(run_stream(url, source, rate, options, view_for(sys.stdout)))
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="rayscribe", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="rayscribe", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument(
-        "wav",
+        "audio",
         nargs="?",
-        type=Path,
-        default=SAMPLE_WAV,
-        help="16-bit PCM WAV to stream (default: bundled sample)",
+        default=str(SAMPLE_WAV),
+        help="audio file (wav, flac, mp3, m4a, ogg/opus, ...), or - for raw PCM on stdin (default: sample)",
     )
     parser.add_argument("--url", default=DEFAULT_URL)
     parser.add_argument("--api-key", default=None, help="API key (default: $RAYSCRIBE_API_KEY)")
-    parser.add_argument("--fast", action="store_true", help="send as fast as possible")
+    parser.add_argument("--rate", type=int, default=16000, help="stdin: sample rate (Hz)")
+    parser.add_argument("--encoding", choices=sorted(ENCODINGS), default="s16le", help="stdin: sample format")
+    parser.add_argument("--channels", type=int, default=1, help="stdin: interleaved channels (mixed down)")
+    parser.add_argument("--fast", action="store_true", help="files: send as fast as possible")
     parser.add_argument("--no-interim", action="store_true", help="finals only")
     args = parser.parse_args(argv)
     if args.api_key:  # every StreamOptions (and --procs children) read it from the env
         os.environ["RAYSCRIBE_API_KEY"] = args.api_key
     try:
-        result = stream_main(args.url, args.wav, args.fast, not args.no_interim)
+        if args.audio == "-":
+            result = stdin_main(args.url, args.rate, args.encoding, args.channels, not args.no_interim)
+        else:
+            result = stream_main(args.url, Path(args.audio), args.fast, not args.no_interim)
     except (OSError, RayscribeError) as e:
         print(f"rayscribe: {e}", file=sys.stderr)
         return 2

@@ -3,6 +3,14 @@
     result = await stream_file("ws://127.0.0.1:8000/v1/stream", "talk.wav")
     print(result.text)
 
+Live sources (a microphone, a pipe): open a stream, push audio, iterate over typed events:
+
+    async with open_stream(url, sample_rate=16000) as stream:
+        asyncio.create_task(stream.feed(chunks))   # or: await stream.send(chunk) yourself
+        async for event in stream:                 # m.Partial, m.Final, SessionResumed, ...
+            ...
+    print(stream.result.text)
+
 Audio is captured in ``chunk_s`` frames, at real-time pace by default (``realtime=False`` sends
 as fast as the socket takes it).  Every message is timestamped on arrival so the load tester can
 measure latency against the capture timeline.
@@ -26,13 +34,14 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
+from types import TracebackType
 
 import numpy as np
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from ingest import messages as m
-from ingest.audio import encode_pcm, read_wav
+from ingest.audio import decode_pcm, encode_pcm, read_wav
 from ingest.errors import ProtocolError, RayscribeError
 from ingest.protocol import ClientProtocol
 from ingest.replay import ReplayBuffer
@@ -424,9 +433,120 @@ async def stream_file(
     return await stream_audio(url, wav.samples, wav.sample_rate, options, on_message)
 
 
+Event = ServerMessage | ClientEvent
+
+
+class LiveStream:
+    """One live stream: push audio with :meth:`send` / :meth:`feed`, end it with :meth:`end`,
+    consume events with ``async for``.  Resume after a dropped connection happens inside
+    (protocol v1.1): the iterator shows it as :class:`Reconnecting` / :class:`SessionResumed`
+    and never repeats a final.  Use it as an async context manager (:func:`open_stream`)."""
+
+    def __init__(
+        self,
+        url: str,
+        sample_rate: int,
+        options: StreamOptions | None = None,
+        input_encoding: m.Encoding = "pcm_s16le",
+    ) -> None:
+        self.input_encoding = input_encoding  # how bytes passed to send() are encoded
+        self._events: asyncio.Queue[Event | None] = asyncio.Queue()  # None: the stream ended
+        self._session = _Session(url, sample_rate, options or StreamOptions(), self._events.put_nowait)
+        self._task: asyncio.Task[None] | None = None
+        self._failure: BaseException | None = None
+        self._failure_raised = False  # raised once: by the iterator or by wait()
+
+    @property
+    def result(self) -> StreamResult:
+        """Everything received so far; complete once the iterator has ended."""
+        return self._session.result
+
+    async def __aenter__(self) -> LiveStream:
+        self._session.result.started_at = time.monotonic()
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc is None:
+            await self.end()
+            await self.wait()
+        elif self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        try:
+            await self._session._connections()
+        except Exception as e:  # re-raised to whoever iterates or waits
+            self._failure = e
+        finally:
+            self._session.result.finished_at = time.monotonic()
+            self._events.put_nowait(None)
+
+    async def send(self, audio: np.ndarray | bytes) -> None:
+        """Capture audio now: float32 mono samples, or bytes in ``input_encoding``.  With
+        ``options.realtime`` off this waits until the socket has taken what came before."""
+        samples = decode_pcm(audio, self.input_encoding) if isinstance(audio, bytes) else audio
+        session = self._session
+        while not session.opts.realtime and session.sent_to < session.buffer.end and not self.done:
+            session.caught_up.clear()
+            await session.caught_up.wait()
+        session.take(samples)
+
+    async def feed(self, source: AsyncIterator[np.ndarray | bytes]) -> None:
+        """Send every chunk of ``source``, then end the stream."""
+        async for chunk in source:
+            await self.send(chunk)
+        await self.end()
+
+    async def end(self) -> None:
+        """No more audio: the server commits the rest, sends ``closed`` and the iterator ends."""
+        self._session.end_capture()
+
+    @property
+    def done(self) -> bool:
+        return self._task is not None and self._task.done()
+
+    async def wait(self) -> StreamResult:
+        """Wait for the stream to end; raise what stopped it if it never reached the server."""
+        if self._task is not None:
+            await asyncio.shield(self._task)
+        self._raise_failure()
+        return self.result
+
+    def _raise_failure(self) -> None:
+        if self._failure is not None and not self._failure_raised:
+            self._failure_raised = True
+            raise self._failure
+
+    def __aiter__(self) -> AsyncIterator[Event]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Event]:
+        while (event := await self._events.get()) is not None:
+            yield event
+        self._events.put_nowait(None)  # a second iterator ends too
+        self._raise_failure()
+
+
+def open_stream(
+    url: str,
+    sample_rate: int,
+    options: StreamOptions | None = None,
+    input_encoding: m.Encoding = "pcm_s16le",
+) -> LiveStream:
+    """A live stream to use with ``async with`` (see :class:`LiveStream`)."""
+    return LiveStream(url, sample_rate, options, input_encoding)
+
+
 __all__ = [
     "DEFAULT_URL",
     "AudioGap",
+    "Event",
+    "LiveStream",
     "ProtocolError",
     "RayscribeError",
     "Reconnecting",
@@ -434,6 +554,7 @@ __all__ = [
     "StreamOptions",
     "StreamResult",
     "encode_frames",
+    "open_stream",
     "paced",
     "stream_audio",
     "stream_file",
