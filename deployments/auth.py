@@ -189,10 +189,13 @@ def accepted_subprotocol(subprotocols: Sequence[str]) -> str | None:
     return TOKEN_SUBPROTOCOL if TOKEN_SUBPROTOCOL in offered else None
 
 
-def check_origin(origin: str | None, allowed: Sequence[str]) -> None:
+def check_origin(origin: str | None, allowed: Sequence[str], host: str | None = None) -> None:
     """Browsers send ``Origin``; other clients do not.  A browser origin must be listed
-    (``*`` allows any); a missing Origin passes (a server-side client, authenticated by key)."""
+    (``*`` allows any) or be this server's own (the captions page it serves, ``host``: the
+    request's Host header); a missing Origin passes (a server-side client, authenticated by key)."""
     if origin is None or "*" in allowed:
+        return
+    if host and origin.rstrip("/").lower().split("://", 1)[-1] == host.lower():
         return
     if origin.rstrip("/").lower() not in {a.rstrip("/").lower() for a in allowed}:
         raise Forbidden("this browser origin is not allowed")

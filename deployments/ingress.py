@@ -228,7 +228,7 @@ class Ingress:
 
     def _admit(self, ws: WebSocket, offered: list[str]) -> Principal:
         """Origin, API key, then the replica's and the key's limits; raises the typed refusal."""
-        check_origin(ws.headers.get("origin"), self.config.allowed_origins)
+        check_origin(ws.headers.get("origin"), self.config.allowed_origins, ws.headers.get("host"))
         principal = self.keys.authenticate(ws.headers, offered, ws.query_params)
         if principal is ANONYMOUS:  # auth off: the per-key limit applies per client address
             principal = Principal(f"addr:{ws.client.host if ws.client else '?'}", authenticated=False)

@@ -126,9 +126,12 @@ def test_origin_allow_list() -> None:
     check_origin(None, [])  # not a browser
     check_origin("https://app.example.com/", ["https://app.example.com"])
     check_origin("https://evil.example", ["*"])
+    check_origin("http://127.0.0.1:8000", [], host="127.0.0.1:8000")  # the page this server serves
     with pytest.raises(Forbidden) as e:
         check_origin("https://evil.example", ["https://app.example.com"])
     assert e.value.close_code == 4403
+    with pytest.raises(Forbidden):  # a page elsewhere may not borrow this server's Host
+        check_origin("https://evil.example", [], host="127.0.0.1:8000")
 
 
 def test_cli_prints_a_key_and_its_stored_line(capsys: pytest.CaptureFixture[str]) -> None:
