@@ -42,7 +42,8 @@ class LocalCluster:
         self.cluster.remove_node(self.asr_nodes.pop(node_id), allow_graceful=False)
 
 
-@pytest.fixture(scope="session")
+# module scope: the e2e tier starts its own local Ray, which must not find this one connected
+@pytest.fixture(scope="module")
 def ray_cluster() -> Iterator[LocalCluster]:
     import ray
     from ray import serve
