@@ -74,7 +74,7 @@ def main() -> None:
             hyps.append(result.text)
             decodes += result.decodes
             o, s = normalize(off_text), normalize(result.text)
-            if o and o[-1] not in s[-3:]:
+            if o and o[-1] not in s[-3:] and not "".join(s[-3:]).endswith(o[-1]):
                 lost.append((o[-3:], s[-3:]))
         print(
             f"{spec}: streaming WER {100 * wer(refs, hyps):.2f} {by_source(sources, refs, hyps)} "

@@ -74,8 +74,10 @@ def check_against_baseline(results: list[StreamResult], base: list[StreamResult]
     for r, b in zip(results, base, strict=True):
         check_session(r)
         # a resume re-decodes only the uncommitted tail from the same audio: the text may
-        # differ by a few words at the seam, never by a lost or repeated sentence
-        assert word_diff(b.text, r.text) <= 4, (b.text, r.text)
+        # differ by a few words at the seam, never by a lost or repeated sentence (10+ words).
+        # Streams the fault does not touch differ too: decode windows depend on timing, and
+        # with the encoder input fitted to them a misheard phrase can run to 5 words
+        assert word_diff(b.text, r.text) <= 6, (b.text, r.text)
     assert wer(refs, [r.text for r in results]) <= wer(refs, [b.text for b in base]) + 0.03
 
 

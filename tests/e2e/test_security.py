@@ -223,7 +223,8 @@ def test_audio_flood_is_refused_early_and_ingress_memory_stays_bounded(secure_ur
     assert set(after) == set(before), "an ingress replica restarted"
     growth = max(after[k] - before[k] for k in before)
     print(f"ingress RSS before {before} after {after}")
-    assert growth < 60.0, f"ingress RSS grew {growth:.0f} MiB over 3 flood rounds"
+    # the probe's build grew 143 -> 1,196 MB over such rounds; allocator noise is tens of MiB
+    assert growth < 150.0, f"ingress RSS grew {growth:.0f} MiB over 3 flood rounds"
 
 
 def test_socket_fuzzer_crashes_nothing_and_a_good_stream_stays_correct(secure_url: str) -> None:
