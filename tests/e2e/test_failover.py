@@ -74,13 +74,9 @@ def check_against_baseline(results: list[StreamResult], base: list[StreamResult]
     for r, b in zip(results, base, strict=True):
         check_session(r)
         # a resume re-decodes only the uncommitted tail from the same audio: the text may
-        # differ by a few words at the seam, never by a lost or repeated sentence (10+ words).
-        # Streams the fault does not touch differ too: decode windows depend on timing, and
-        # with the encoder input fitted to them a misheard phrase can run to 5 words
-        assert word_diff(b.text, r.text) <= 6, (b.text, r.text)
-    # pooled over the streams: decode windows depend on timing (the encoder input is fitted to
-    # them), so identical runs differ by 1-3 points; the per-stream bound above is the loss check
-    assert wer(refs, [r.text for r in results]) <= wer(refs, [b.text for b in base]) + 0.045
+        # differ by a few words at the seam, never by a lost or repeated sentence
+        assert word_diff(b.text, r.text) <= 4, (b.text, r.text)
+    assert wer(refs, [r.text for r in results]) <= wer(refs, [b.text for b in base]) + 0.03
 
 
 def test_asr_replica_killed_with_two_replicas(server_url: str, clips: Any, baseline: Any) -> None:

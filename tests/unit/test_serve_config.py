@@ -143,3 +143,16 @@ def test_unknown_layer_name_or_key_is_a_config_error(tmp_path: Path) -> None:
     bad.write_text("deployments: {}\n")
     with pytest.raises(ConfigError, match="only `config` and `applications`"):
         load_layer(bad)
+
+
+def test_fast_cpu_layer_turns_on_the_fitted_encoder_input_and_settling() -> None:
+    from deployments.app import AppArgs
+
+    def args(*layers: str) -> AppArgs:
+        cfg = load_serve_config(ROOT / "ray_config.yaml", [load_layer(n) for n in layers])
+        return AppArgs.model_validate(cfg.applications[0].args)
+
+    default, fast = args(), args("fast-cpu")
+    assert (default.engine.encode_pad_s, default.ingress.policy.settle_s) == (None, None)
+    assert (fast.engine.encode_pad_s, fast.ingress.policy.settle_s) == (5.0, 4.0)
+    assert fast.engine.quantize == default.engine.quantize == "int8"
