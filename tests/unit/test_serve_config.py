@@ -137,7 +137,7 @@ def test_layer_naming_what_the_config_lacks_is_a_config_error(layer: dict[str, A
 
 
 def test_unknown_layer_name_or_key_is_a_config_error(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="shipped: gpu, local"):
+    with pytest.raises(ConfigError, match="shipped: fast-cpu, gpu, local"):
         load_layer("tpu")
     bad = tmp_path / "bad.yaml"
     bad.write_text("deployments: {}\n")
