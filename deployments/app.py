@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 from ray.serve import Application
 
+from cluster.serve_config import load_serve_config
 from deployments.asr import ASRModel
 from deployments.config import EngineConfig
 from deployments.ingress import Ingress, IngressConfig
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "ray_config.yaml"
 
 
 class AppArgs(BaseModel):
@@ -17,6 +21,11 @@ class AppArgs(BaseModel):
 
     engine: EngineConfig = EngineConfig()
     ingress: IngressConfig = IngressConfig()
+
+
+def served_args(config_path: str | Path = DEFAULT_CONFIG) -> AppArgs:
+    """The app's arguments in a Serve config file (``ray_config.yaml``): what a deploy serves."""
+    return AppArgs.model_validate(load_serve_config(config_path).applications[0].args)
 
 
 def build_app(args: AppArgs) -> Application:

@@ -26,12 +26,11 @@ from ray import serve
 from cluster.redis_server import EmbeddedRedis
 from cluster.runtime import init_local_ray, metrics_url
 from cluster.serve_config import deployment_layer, load_layer, load_serve_config, merge, read_yaml
-from deployments.app import compose
+from deployments.app import DEFAULT_CONFIG, compose
 from deployments.ingress import STREAM_PATH
 from deployments.store import REDIS_URL_ENV
 from ingest.cli import SAMPLE_WAV, stream_main
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "ray_config.yaml"
 LOCAL_LAYER = "local"
 Layer = str | Path | dict[str, Any]  # a shipped layer's name, a layer file, or the layer itself
 

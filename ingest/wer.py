@@ -45,3 +45,12 @@ def wer(references: list[str], hypotheses: list[str]) -> float:
         edits += edit_distance(r, normalize(hyp))
         words += len(r)
     return edits / max(1, words)
+
+
+def keeps_last_word(reference: list[str], hypothesis: list[str]) -> bool:
+    """The hypothesis ends with the reference's last word (normalised words): among its own
+    last three, spaces ignored ("18 13" and "1813" are the same spoken year)."""
+    if not reference:
+        return True
+    tail = hypothesis[-3:]
+    return reference[-1] in tail or "".join(tail).endswith(reference[-1])

@@ -152,7 +152,8 @@ async def one_stream(
 
 
 def served_args() -> dict[str, Any]:
-    """The app's args in ray_config.yaml: the engine and policy this run measures."""
+    """The app's args in ray_config.yaml: the engine and policy this run measures (not
+    ``deployments.app.served_args``: that module imports Ray, which this harness runs without)."""
     app = load_serve_config(ROOT / "ray_config.yaml").applications[0]
     return dict(app.args)
 

@@ -25,7 +25,7 @@ from deployments.simulate import simulate_stream
 from deployments.streaming import PolicyConfig
 from deployments.whisper.engine import WhisperEngine
 from ingest.audio import read_wav
-from ingest.wer import normalize, wer
+from ingest.wer import keeps_last_word, normalize, wer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -74,7 +74,7 @@ def main() -> None:
             hyps.append(result.text)
             decodes += result.decodes
             o, s = normalize(off_text), normalize(result.text)
-            if o and o[-1] not in s[-3:] and not "".join(s[-3:]).endswith(o[-1]):
+            if not keeps_last_word(o, s):
                 lost.append((o[-3:], s[-3:]))
         print(
             f"{spec}: streaming WER {100 * wer(refs, hyps):.2f} {by_source(sources, refs, hyps)} "

@@ -10,18 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from cluster.serve_config import load_serve_config
-from deployments.app import AppArgs
+from deployments.app import served_args
 from deployments.offline import transcribe_long
 from deployments.simulate import simulate_stream
 from deployments.whisper.engine import WhisperEngine
 from ingest.audio import read_wav
-from ingest.wer import normalize
+from ingest.wer import keeps_last_word, normalize
 
 pytestmark = pytest.mark.model
-ROOT = Path(__file__).resolve().parents[2]
 # what ray_config.yaml serves on CPU (engine and streaming policy)
-_APP = AppArgs.model_validate(load_serve_config(ROOT / "ray_config.yaml").applications[0].args)
+_APP = served_args()
 SERVED = _APP.engine.model_copy(update={"num_threads": 2})
 POLICY = _APP.ingress.policy
 
@@ -37,12 +35,11 @@ def rows(evalset: Path, manifest: str) -> list[dict[str, object]]:
 
 def lost_tail(engine: WhisperEngine, audio_path: Path) -> tuple[list[str], list[str]] | None:
     """(offline ending, streamed ending) when the streamed transcript lacks the offline
-    transcript's last word among its own last three words (spaces ignored: "18 13" and
-    "1813" are the same spoken year); None when it is there."""
+    transcript's last word (``ingest.wer.keeps_last_word``); None when it is there."""
     audio = read_wav(audio_path).samples
     offline = normalize("".join(w.text for w in transcribe_long(engine.transcribe, audio)))
     streamed = normalize(simulate_stream(engine.transcribe, audio, POLICY).text)
-    if not offline or offline[-1] in streamed[-3:] or "".join(streamed[-3:]).endswith(offline[-1]):
+    if keeps_last_word(offline, streamed):
         return None
     return offline[-3:], streamed[-3:]
 
