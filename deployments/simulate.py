@@ -47,8 +47,14 @@ def decode_checked(
 
 
 def simulate_stream(
-    transcribe: Transcribe, audio: np.ndarray, policy: PolicyConfig | None = None, frame_s: float = 0.1
+    transcribe: Transcribe,
+    audio: np.ndarray,
+    policy: PolicyConfig | None = None,
+    frame_s: float = 0.1,
+    outage: tuple[float, float] | None = None,
 ) -> SimResult:
+    """``outage``: stream seconds (from, to) in which no decode is answered, as while an ASR
+    replica restarts: the audio piles up and the first decode after it sees all of it."""
     la = LocalAgreement(policy)
     vad = StreamVad() if la.config.vad.enabled else None
     if vad is not None:
@@ -69,6 +75,8 @@ def simulate_stream(
         la.add_audio(frame)
         if vad is not None:
             la.add_voice(vad.process(frame))
+        if outage is not None and outage[0] <= (pos + len(frame)) / TARGET_RATE < outage[1]:
+            continue
         while True:  # the session's decode loop, each decode answered before the next frame
             endpoint = la.endpointed() and not la.backlogged()
             if not (endpoint or la.ready() or la.backlogged()):

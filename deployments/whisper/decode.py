@@ -11,7 +11,7 @@ import torch
 from deployments.transcript import Hypothesis, Word
 from deployments.whisper.features import ENCODER_FRAMES_PER_SECOND, FRAMES_PER_SECOND
 from deployments.whisper.model import Whisper
-from deployments.whisper.timing import token_boundaries_batch
+from deployments.whisper.timing import clamp_stretched_ends, token_boundaries_batch
 from deployments.whisper.tokenizer import WhisperTokenizer
 
 # generous for speech (English runs at ~3-4 tokens per second): a row past this is looping
@@ -191,14 +191,18 @@ class GreedyDecoder:
         boundaries = token_boundaries_batch([qk for *_, qk, _ in kept], [f for *_, f in kept])
         for (i, tokens, _, _), frames in zip(kept, boundaries, strict=True):
             starts = frames / ENCODER_FRAMES_PER_SECOND
-            words: list[Word] = []
+            texts: list[str] = []
+            bounds: list[tuple[float, float]] = []
+            probs: list[float] = []
             index = 0
             for text, toks in self.tok.split_words(tokens):
                 end_index = index + len(toks)
-                prob = float(np.exp(np.mean(rows[i].logprobs[index:end_index])))
-                start, end = offsets[i] + float(starts[index]), offsets[i] + float(starts[end_index])
-                words.append(Word(text, start, end, prob))
+                probs.append(float(np.exp(np.mean(rows[i].logprobs[index:end_index]))))
+                texts.append(text)
+                bounds.append((offsets[i] + float(starts[index]), offsets[i] + float(starts[end_index])))
                 index = end_index
+            spans = clamp_stretched_ends(texts, bounds)
+            words = [Word(t, s, e, p) for t, (s, e), p in zip(texts, spans, probs, strict=True)]
             out[i] = Hypothesis(words, out[i].no_speech_prob, out[i].avg_logprob, out[i].looped)
         return out
 

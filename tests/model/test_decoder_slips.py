@@ -10,15 +10,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from deployments.app import served_args
 from deployments.config import EngineConfig
-from deployments.simulate import decode_checked
+from deployments.simulate import decode_checked, simulate_stream
 from deployments.streaming import LocalAgreement, PolicyConfig
 from deployments.transcript import DecodeRequest, Hypothesis, Word
 from deployments.whisper.engine import WhisperEngine
 from ingest.audio import TARGET_RATE, read_wav
+from ingest.wer import normalize
 
 pytestmark = pytest.mark.model
 CLIPS = ("ls-dev-clean-2412-153948-0000", "ljspeech-LJ001-0001")  # a pair in the failover tier
+_APP = served_args()  # what ray_config.yaml serves on CPU
+SERVED = _APP.engine.model_copy(update={"num_threads": 2})
 CUT = 4.58  # where "...nothing of my antecedents" ends in that stream
 
 
@@ -46,3 +50,23 @@ def test_a_sentence_skipped_after_a_prompt_is_decoded_again(pair: np.ndarray) ->
     assert "circumstances" not in first.text, first.text  # the slip: "The narrative would be..."
     assert len(calls) == 3 and calls[1].prompt == ""  # checked once without the prompt
     assert "circumstances which led me to leave my native country" in hyp.text, hyp.text
+
+
+def test_the_last_word_is_not_stretched_over_speech_the_decoder_left_out(pair: np.ndarray) -> None:
+    """A window that goes on after the decoder stopped ("...painful to myself." then
+    "Printing, in the only sense..." from 12.3 s): DTW gave "myself." 10.6-13.8 s."""
+    engine = WhisperEngine(SERVED)
+    hyp = engine.transcribe([DecodeRequest(pair[: 18 * TARGET_RATE].copy(), 0.0, "", "", 0)])[0]
+    last = hyp.words[-1]
+    assert "myself" in last.text and "Printing" not in hyp.text, hyp.text  # the decoder stopped there
+    assert last.end < 12.3, last
+
+
+def test_a_decode_outage_mid_stream_loses_no_sentence(pair: np.ndarray) -> None:
+    """The failover tier's loss: decodes stop for 6 s (a replica restarts) just after the
+    first recording ends; the first decode after it stops at "myself." and its stretched end
+    moved the buffer cut past "Printing, in the only sense"."""
+    engine = WhisperEngine(SERVED)
+    result = simulate_stream(engine.transcribe, pair, _APP.ingress.policy, outage=(12.0, 18.0))
+    said = " ".join(normalize(result.text))
+    assert "in the only sense with which" in said and "if not from all the arts" in said, said

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from deployments.whisper.timing import dtw_batch
+from deployments.whisper.timing import clamp_stretched_ends, dtw_batch
 
 
 def brute_force_cost(cost: np.ndarray) -> float:
@@ -30,3 +31,18 @@ def test_batched_paths_are_optimal_and_unaffected_by_padding() -> None:
         assert np.all(np.diff(ti) >= 0) and np.all(np.diff(fi) >= 0)  # monotonic
         assert abs(float(cost[ti, fi].sum()) - brute_force_cost(cost)) < 1e-9
     assert dtw_batch([]) == []
+
+
+def test_stretched_sentence_ends_and_last_words_are_cut_back() -> None:
+    texts = [" If", " the", " reader", " stopped.", " Then", " it", " went", " on"]
+    bounds = [(0.0, 0.3), (0.3, 0.5), (0.5, 0.8), (0.8, 4.0), (4.0, 4.2), (4.2, 6.5), (6.5, 6.7), (6.7, 9.0)]
+    out = clamp_stretched_ends(texts, bounds)
+    assert out[3] == pytest.approx((0.8, 1.8))  # a sentence end: 1 s at least (twice the median is less)
+    assert out[5] == (4.2, 6.5)  # a long word inside a sentence is left alone
+    assert out[7] == pytest.approx((6.7, 7.7))  # the last word
+    assert [s for s, _ in out] == [s for s, _ in bounds]  # starts never move
+
+
+def test_long_words_at_a_slow_pace_are_kept() -> None:
+    bounds = [(0.0, 1.5), (1.5, 3.2), (3.2, 4.9)]  # median 1.7 s: up to 3.4 s is a word
+    assert clamp_stretched_ends([" Slowly.", " spoken.", " words."], bounds) == bounds
