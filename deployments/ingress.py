@@ -5,6 +5,7 @@ class on the route methods that Serve rewrites.
 """
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -23,11 +24,12 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from deployments import deepgram, memory, metrics, web
 from deployments.auth import ANONYMOUS, AuthConfig, KeyRing, Principal, accepted_subprotocol, check_origin
+from deployments.key_leases import KeyLeases
 from deployments.session import Deadlines, StreamSession, Transport
 from deployments.store import SessionStore, StoreConfig
 from deployments.streaming import PolicyConfig
 from deployments.transcript import DecodeRequest, Hypothesis
-from ingest.errors import ModelError, Overloaded, RayscribeError, TooManyStreams
+from ingest.errors import ModelError, Overloaded, RayscribeError, StoreUnavailable, TooManyStreams
 from ingest.protocol import Limits, ServerProtocol
 
 log = logging.getLogger("ray.serve")
@@ -46,7 +48,7 @@ class LimitsConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    max_streams_per_key: int = Field(16, ge=1)  # per replica; the client address with auth off
+    max_streams_per_key: int = Field(16, ge=1)  # all replicas (Redis leases); per address with auth off
     max_pending: int = Field(16, ge=1)  # sockets per replica that have not sent start yet
     handshake_timeout_s: float = Field(10.0, gt=0.0)  # socket open -> start/resume
     idle_timeout_s: float = Field(60.0, gt=0.0)  # no audio and no keepalive
@@ -128,7 +130,10 @@ class Ingress:
             log.warning("auth is OFF (explicitly configured): anyone who reaches this port may stream")
         self.store = SessionStore(self.config.store, owner=ray.get_runtime_context().get_actor_name() or "")
         self.sessions: set[StreamSession] = set()
-        self.per_key: Counter[str] = Counter()
+        self.per_key: Counter[str] = Counter()  # this replica's streams per key
+        self.key_leases = KeyLeases(self.store)  # the key's streams on every replica
+        self.leases: dict[str, str] = {}  # connection id -> key id, refreshed by _renew_leases
+        self._lease_renewal: asyncio.Task[None] | None = None
 
     @property
     def active(self) -> int:
@@ -197,13 +202,15 @@ class Ingress:
                 await socket.close(e.close_code)
                 return
             transport = deepgram.DeepgramTransport(socket, options)
+        conn_id = uuid.uuid4().hex
         try:
             principal = self._admit(ws, offered)
+            await self._lease(principal, conn_id)
         except RayscribeError as e:
             await self._refuse(transport, e)
             return
         session = StreamSession(
-            uuid.uuid4().hex,
+            conn_id,
             transport,
             self._decode,
             self.config.policy,
@@ -219,6 +226,7 @@ class Ingress:
             await session.run()
         finally:
             self.sessions.discard(session)
+            await self._release(principal, conn_id)
             self.per_key[principal.key_id] -= 1
             if self.per_key[principal.key_id] <= 0:
                 del self.per_key[principal.key_id]
@@ -240,6 +248,33 @@ class Ingress:
         if self.per_key[principal.key_id] >= self.config.limits.max_streams_per_key:
             raise TooManyStreams(f"this key has {self.per_key[principal.key_id]} open streams here")
         return principal
+
+    async def _lease(self, principal: Principal, conn_id: str) -> None:
+        """The key's streams on all replicas (``max_streams_per_key``); with the store
+        unreachable only this replica's count applies (``_admit``)."""
+        limit = self.config.limits.max_streams_per_key
+        try:
+            granted, held = await self.key_leases.acquire(principal.key_id, conn_id, limit)
+        except StoreUnavailable:
+            return
+        if not granted:
+            raise TooManyStreams(f"this key has {held} open streams")
+        self.leases[conn_id] = principal.key_id
+        if self._lease_renewal is None or self._lease_renewal.done():
+            self._lease_renewal = asyncio.create_task(self._renew_leases())
+
+    async def _release(self, principal: Principal, conn_id: str) -> None:
+        if self.leases.pop(conn_id, None) is None:
+            return
+        with contextlib.suppress(StoreUnavailable):  # unreleased, it lapses in 3 heartbeats
+            await self.key_leases.release(principal.key_id, conn_id)
+
+    async def _renew_leases(self) -> None:
+        """Keep this replica's leases alive while it has any; a dead replica's lapse."""
+        while self.leases:
+            await asyncio.sleep(self.config.store.heartbeat_s)
+            with contextlib.suppress(StoreUnavailable):  # logged by the store; next beat retries
+                await self.key_leases.refresh([(k, c) for c, k in self.leases.items()])
 
     async def _refuse(self, transport: Transport, error: RayscribeError) -> None:
         refusal = ServerProtocol(self.limits)

@@ -202,7 +202,8 @@ class SessionStore:
         base = f"{self.config.prefix}s:{session_id}"
         return [base, f"{base}:finals"]
 
-    async def _run(self, what: str, coro: Any) -> Any:
+    async def guarded(self, what: str, coro: Any) -> Any:
+        """Await a Redis call; a failure becomes :class:`StoreUnavailable` (logged once per outage)."""
         try:
             result = await coro
         except _UNAVAILABLE as e:
@@ -239,7 +240,7 @@ class SessionStore:
             first_seq,
             *(f.model_dump_json() for f in finals),
         ]
-        res = await self._run("sync", self._sync(keys=self._keys(session_id), args=args))
+        res = await self.guarded("sync", self._sync(keys=self._keys(session_id), args=args))
         code = int(res[0])
         if code == -2:
             raise ResumeConflict("this session was resumed by another connection")
@@ -262,7 +263,7 @@ class SessionStore:
             last_seq,
             self.owner,
         ]
-        res = await self._run("resume", self._resume(keys=self._keys(session_id), args=args))
+        res = await self.guarded("resume", self._resume(keys=self._keys(session_id), args=args))
         code = int(res[0])
         if code == -1:
             raise SessionNotFound(f"session {session_id} is unknown or expired")
@@ -283,13 +284,13 @@ class SessionStore:
 
     async def close(self, session_id: str, epoch: int) -> bool:
         """Mark the session closed; it is deleted after the grace period."""
-        res = await self._run(
+        res = await self.guarded(
             "close", self._close(keys=self._keys(session_id), args=[epoch, self.config.closed_grace_s])
         )
         return bool(int(res))
 
     async def ttl(self, session_id: str) -> int:
-        return int(await self._run("ttl", self.redis.ttl(self._keys(session_id)[0])))
+        return int(await self.guarded("ttl", self.redis.ttl(self._keys(session_id)[0])))
 
     async def aclose(self) -> None:
         await self.redis.aclose()

@@ -132,6 +132,35 @@ def test_key_rotation_without_restart(secure_url: str, tmp_path_factory: pytest.
         keys.write_text(f"team-a {hash_key(KEY)}\n")
 
 
+def test_streams_per_key_are_counted_across_ingress_replicas(secure_url: str) -> None:
+    """Two ingress replicas: a key at its limit is refused whichever replica the proxy picks
+    (each replica alone would still have room: the proxy spreads sockets over both)."""
+    assert len(ingress_pids()) == 2
+    limit = int(LIMITS["max_streams_per_key"])
+
+    async def run() -> tuple[list[tuple[dict[str, Any], int | None]], dict[str, Any]]:
+        async with contextlib.AsyncExitStack() as stack:
+            held = []
+            for _ in range(limit):
+                ws = await stack.enter_async_context(connect(secure_url, additional_headers=bearer()))
+                await ws.send(START)
+                assert json.loads(await ws.recv())["type"] == "ready"
+                held.append(ws)
+            refused = [await first_reply(secure_url, [START], additional_headers=bearer()) for _ in range(4)]
+            await held[0].send('{"type": "close"}')
+            await held[0].wait_closed()
+            deadline = time.monotonic() + 10
+            while True:  # the freed lease is released when the session's handler returns
+                frames = [START, '{"type": "close"}']
+                reply, _ = await first_reply(secure_url, frames, additional_headers=bearer())
+                if reply["type"] == "ready" or time.monotonic() > deadline:
+                    return refused, reply
+
+    refused, after = asyncio.run(run())
+    assert all(r["code"] == "too_many_streams" and code == 4429 for r, code in refused), refused
+    assert after["type"] == "ready"
+
+
 def test_docs_and_openapi_are_closed(secure_url: str) -> None:
     base = secure_url.replace("ws://", "http://").rsplit("/v1/", 1)[0]
     for path in ("/docs", "/redoc", "/openapi.json"):
@@ -183,8 +212,9 @@ def test_idle_sockets_are_refused_past_the_pending_limit_and_time_out(secure_url
         return codes, waited, str(reply["type"])
 
     codes, waited, after = asyncio.run(run())
-    assert set(codes) <= {4408, 1013}, codes
-    assert codes.count(1013) >= 12 - 2 * LIMITS["max_pending"]  # 2 replicas x max_pending waited
+    # refused: 1013 past a replica's max_pending, 4429 past the key's streams on both replicas
+    assert set(codes) <= {4408, 1013, 4429}, codes
+    assert codes.count(4408) <= 2 * LIMITS["max_pending"], codes  # 2 replicas x max_pending waited
     assert waited < 10.0 and after == "ready"
 
 
