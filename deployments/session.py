@@ -344,19 +344,15 @@ class StreamSession:
         return self.policy.request(final=final)
 
     async def _decode_checked(self, final: bool) -> Hypothesis:
-        """Decode the buffer; ``final``: for an endpoint or closing flush, whose words are
-        committed whole.  Two decoder slips are checked and retried: a flush's decode that
-        stalled at the forced prefix (``LocalAgreement.stalled``; the retry is used if it
-        ``continues`` the committed words) and a prompted decode that skipped ahead
-        (``LocalAgreement.skipped``; the unprompted retry is used if it ``recovers`` words)."""
-        hyp = await self._decode(self._next_request(final=final))
-        if final and self.policy.stalled(hyp):
-            retry = await self._decode(self.policy.request(min_tokens=1, final=True))
-            hyp = retry if self.policy.continues(retry) else hyp
-        if self.policy.skipped(hyp):
-            retry = await self._decode(self.policy.request(final=final, prompt=False))
-            hyp = retry if self.policy.recovers(hyp, retry) else hyp
-        return hyp
+        """Decode the buffer, decoder slips checked and retried (``LocalAgreement.checked``)."""
+        steps = self.policy.checked(self._next_request(final=final), final)
+        request = next(steps)
+        while True:
+            try:
+                request = steps.send(await self._decode(request))
+            except StopIteration as done:
+                hyp: Hypothesis = done.value
+                return hyp
 
     async def _decode(self, request: DecodeRequest) -> Hypothesis:
         started = time.perf_counter()

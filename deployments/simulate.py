@@ -34,16 +34,16 @@ class SimResult:
 def decode_checked(
     la: LocalAgreement, decode: Callable[[DecodeRequest], Hypothesis], final: bool
 ) -> Hypothesis:
-    """The session's ``_decode_checked``: decode the buffer, retry a stalled flush decode or a
-    prompted decode that skipped ahead; use a retry only where it helps."""
-    hyp = decode(la.request(final=final))
-    if final and la.stalled(hyp):
-        retry = decode(la.request(min_tokens=1, final=True))
-        hyp = retry if la.continues(retry) else hyp
-    if la.skipped(hyp):
-        retry = decode(la.request(final=final, prompt=False))
-        hyp = retry if la.recovers(hyp, retry) else hyp
-    return hyp
+    """The session's ``_decode_checked``: the same steps (``LocalAgreement.checked``), each
+    decode answered at once."""
+    steps = la.checked(la.request(final=final), final)
+    request = next(steps)
+    while True:
+        try:
+            request = steps.send(decode(request))
+        except StopIteration as done:
+            hyp: Hypothesis = done.value
+            return hyp
 
 
 def simulate_stream(

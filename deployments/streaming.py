@@ -15,6 +15,7 @@ only if ``keep_silence_s`` is set, silence between utterances is dropped from th
 from __future__ import annotations
 
 import re
+from collections.abc import Generator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -310,6 +311,22 @@ class LocalAgreement:
         fresh = self._fresh(hyp)
         after = max(self.committed_end, self.buffer_offset)
         return bool(fresh) and fresh[0].start <= after + 1.0
+
+    def checked(self, first: DecodeRequest, final: bool) -> Generator[DecodeRequest, Hypothesis, Hypothesis]:
+        """Decode ``first`` (``final``: an endpoint or closing flush, committed whole) with the
+        decoder slips checked: yields each request, is sent its hypothesis, returns the one to
+        use.  A flush's decode that :meth:`stalled` is retried with end-of-text held back (used
+        if it :meth:`continues`); a prompted decode that :meth:`skipped` ahead is retried without
+        the prompt (used if it :meth:`recovers` words).  Sans-I/O, so the session (async) and
+        the simulator (sync) run the same steps."""
+        hyp = yield first
+        if final and self.stalled(hyp):
+            retry = yield self.request(min_tokens=1, final=True)
+            hyp = retry if self.continues(retry) else hyp
+        if self.skipped(hyp):
+            retry = yield self.request(final=final, prompt=False)
+            hyp = retry if self.recovers(hyp, retry) else hyp
+        return hyp
 
     def flush(self, hyp: Hypothesis) -> Update:
         """End of utterance/stream: commit every word of the last request's window and drop
