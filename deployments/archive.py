@@ -230,6 +230,10 @@ class ArchiveWriter:
             session = await queue.get()
             try:
                 await self._write(session)
+            except Exception:  # a bug, not the filesystem: this session is lost, loudly
+                self.failed += 1
+                metrics.count_archive("failed")
+                log.exception("session %s: NOT archived", session.session_id)
             finally:
                 queue.task_done()
 

@@ -360,3 +360,24 @@ def test_a_resumed_session_is_archived_once_when_it_is_closed(tmp_path: Path, st
     assert [x.word for f in client_view for x in f.words] == expected_words(8.0)
     assert_archive_equals(tmp_path, sid, client_view, None)
     assert w.written == 1
+
+
+def test_an_unexpected_error_loses_the_session_loudly_and_the_writer_goes_on(
+    tmp_path: Path, counted: Counted, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = archive_mod.to_table
+
+    def broken(session: ArchivedSession, rows: Any) -> pa.Table:
+        if session.session_id == "bad":
+            raise ValueError("a bug")
+        return real(session, rows)
+
+    monkeypatch.setattr(archive_mod, "to_table", broken)
+    w = writer(tmp_path)
+    with caplog.at_level(logging.ERROR, logger="ray.serve"):
+        write(
+            w, ArchivedSession("bad", CREATED, None, FINALS), ArchivedSession("good", CREATED, None, FINALS)
+        )
+    assert w.failed == 1 and w.written == 1 and counted.archive("failed") == 1
+    assert any("bad" in r.getMessage() and r.exc_info for r in caplog.records)
+    assert {r["session_id"] for r in rows(tmp_path)} == {"good"}
