@@ -23,6 +23,7 @@ from ray.serve.handle import DeploymentHandle
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from deployments import deepgram, memory, metrics, web
+from deployments.archive import ArchiveConfig, ArchiveWriter
 from deployments.auth import ANONYMOUS, AuthConfig, KeyRing, Principal, accepted_subprotocol, check_origin
 from deployments.key_leases import KeyLeases
 from deployments.session import Deadlines, StreamSession, Transport
@@ -75,6 +76,8 @@ class IngressConfig(BaseModel):
     # a failed decode (ASR replica died or restarting) is retried, with backoff, this long
     decode_retry_budget_s: float = Field(30.0, ge=0.0, le=600.0)
     store: StoreConfig = StoreConfig()
+    # completed sessions' transcripts as a Parquet dataset (docs/archive.md); uri None: off
+    archive: ArchiveConfig = ArchiveConfig()
 
 
 class _SocketTransport:
@@ -129,6 +132,8 @@ class Ingress:
         if self.config.auth.mode == "off":
             log.warning("auth is OFF (explicitly configured): anyone who reaches this port may stream")
         self.store = SessionStore(self.config.store, owner=ray.get_runtime_context().get_actor_name() or "")
+        archive = self.config.archive
+        self.archive = ArchiveWriter(archive) if archive.uri is not None else None
         self.sessions: set[StreamSession] = set()
         self.per_key: Counter[str] = Counter()  # this replica's streams per key
         self.key_leases = KeyLeases(self.store)  # the key's streams on every replica
@@ -162,6 +167,8 @@ class Ingress:
         # last resort; with sockets open the replica is killed at graceful_shutdown_timeout_s
         # and clients resume from the state every commit already persisted.
         await self.drain("replica shutting down")
+        if self.archive is not None:  # write what is queued; what cannot be is logged at ERROR
+            await self.archive.aclose()
         await self.store.aclose()
 
     @app.get("/")
@@ -218,6 +225,7 @@ class Ingress:
             self.store,
             self.deadlines,
             principal.key_id if principal.authenticated else "",
+            self.archive,
         )
         self.sessions.add(session)
         self.per_key[principal.key_id] += 1

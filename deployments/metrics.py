@@ -98,6 +98,12 @@ DEFINITIONS = (
         "Streams ended by a typed error (code: the error code; close_code: the WebSocket close code).",
         ("code", "close_code"),
     ),
+    MetricDef(
+        "rayscribe_archive_writes",
+        "counter",
+        "Transcript archive writes (outcome: written | retried | failed | dropped).",
+        ("outcome",),
+    ),
 )
 
 
@@ -160,6 +166,12 @@ def set_active_sessions(n: int) -> None:
 
 def count_error(error: RayscribeError | type[RayscribeError]) -> None:
     _inc("rayscribe_errors", tags={"code": error.code, "close_code": str(error.close_code)})
+
+
+def count_archive(outcome: str) -> None:
+    """A session archive write: written, retried (an attempt failed), failed (given up after
+    the last retry) or dropped (the queue was full)."""
+    _inc("rayscribe_archive_writes", tags={"outcome": outcome})
 
 
 def stamp(request: DecodeRequest) -> DecodeRequest:

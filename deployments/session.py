@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from deployments import metrics
+from deployments.archive import ArchivedSession, ArchiveWriter
 from deployments.session_state import SessionWriter
 from deployments.store import NewSession, Progress, SessionStore, hash_token
 from deployments.streaming import LocalAgreement, PolicyConfig, Update
@@ -87,6 +88,7 @@ class StreamSession:
         store: SessionStore | None = None,
         deadlines: Deadlines | None = None,
         principal: str = "",
+        archive: ArchiveWriter | None = None,
     ) -> None:
         self.session_id = session_id
         self.deadlines = deadlines or Deadlines()
@@ -114,6 +116,10 @@ class StreamSession:
         self._fault_wait: asyncio.Task[Literal[True]] | None = None  # one waiter per stream
         self._done = asyncio.Event()  # run() has returned
         self.meter = metrics.StreamMetrics()
+        self.archive = archive
+        self.created = time.time()
+        self.finals: list[m.Final] = []  # sent by this connection (the archive's rows)
+        self._closed_by_client = False  # `close` ended the session (not merely this socket)
 
     @property
     def started(self) -> bool:
@@ -155,6 +161,7 @@ class StreamSession:
                 pass  # a close started by the decode loop or the writer finishes first
             self.meter.ended(self.protocol.close_code, self.protocol.error)
             self._done.set()
+            await self._archive_if_complete()
 
     async def _receive(self) -> str | bytes | None:
         """The next frame from the client, unless a background task reported a fault first."""
@@ -209,8 +216,8 @@ class StreamSession:
             self.protocol.send(m.Flushed(audio_end=round(self.policy.audio_end, 3)))
         elif isinstance(event, CloseEvent):
             await self._flush()
-            if self.writer is not None:
-                await self.writer.close()
+            # a fenced writer: another connection holds the session and finishes it
+            self._closed_by_client = self.writer is None or await self.writer.close()
             self.protocol.send_closed(self._summary())
 
     async def _start_writer(self, config: m.Start) -> str | None:
@@ -373,6 +380,7 @@ class StreamSession:
             await self.writer.commit(finals, progress)
         for final in finals:
             self.protocol.send(final)
+        self.finals.extend(finals)
         self.meter.committed(update.committed)
         config = self.protocol.config
         if config is not None and config.interim_results and self.protocol.state == State.STREAMING:
@@ -386,6 +394,13 @@ class StreamSession:
                 )
             )
             self.meter.partial(audio_end)
+
+    async def _archive_if_complete(self) -> None:
+        """Hand a complete session to the archive, once (when: ``archive.submit_ended``)."""
+        if self.archive is not None:
+            durable = self.store if self.writer is not None else None
+            ended = ArchivedSession(self.session_id, self.created, self.principal or None, self.finals)
+            await self.archive.submit_ended(ended, durable, closed=self._closed_by_client)
 
     def _summary(self) -> m.Summary:
         return m.Summary(

@@ -53,6 +53,7 @@ class SessionWriter:
         self._retry: asyncio.Task[None] | None = None
         self._heartbeat: asyncio.Task[None] | None = None
         self.dead = False  # fenced or expired: never write again
+        self.fenced = False  # another connection resumed the session: it is theirs now
 
     def start(self) -> None:
         self._heartbeat = asyncio.create_task(self._beat())
@@ -88,6 +89,7 @@ class SessionWriter:
             except (ResumeConflict, SessionNotFound) as e:
                 self.dead = True
                 if isinstance(e, ResumeConflict):
+                    self.fenced = True
                     raise
                 # Redis lost the keys (restarted without its AOF): keep streaming, no resume
                 log.warning("session %s: state lost from the store; resume unavailable", self.session_id)
@@ -158,12 +160,15 @@ class SessionWriter:
             with contextlib.suppress(StoreUnavailable, ResumeConflict, TimeoutError):
                 await asyncio.wait_for(self._write(), timeout=2 * self.store.config.op_timeout_s)
 
-    async def close(self) -> None:
-        """The client closed the stream: persist the last finals, then mark it closed."""
+    async def close(self) -> bool:
+        """The client closed the stream: persist the last finals, then mark it closed.  False:
+        another connection holds the session (fenced), so this one did not end it."""
         await self.stop()
         if not self.dead:
             with contextlib.suppress(StoreUnavailable, TimeoutError):
-                await asyncio.wait_for(
+                closed = await asyncio.wait_for(
                     self.store.close(self.session_id, self.epoch), 2 * self.store.config.op_timeout_s
                 )
+                self.fenced = self.fenced or not closed
         self.dead = True
+        return not self.fenced

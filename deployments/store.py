@@ -289,6 +289,16 @@ class SessionStore:
         )
         return bool(int(res))
 
+    async def transcript(self, session_id: str) -> tuple[float | None, list[m.Final]]:
+        """The session's creation time (unix seconds; None: unknown) and every final it holds,
+        in seq order (the archive reads a closed session within ``closed_grace_s``)."""
+        hash_key, finals_key = self._keys(session_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hget(hash_key, "created")
+            pipe.lrange(finals_key, 0, -1)
+            created, finals = await self._run("transcript", pipe.execute())
+        return (float(created) if created else None), [m.Final.model_validate_json(f) for f in finals]
+
     async def ttl(self, session_id: str) -> int:
         return int(await self.guarded("ttl", self.redis.ttl(self._keys(session_id)[0])))
 

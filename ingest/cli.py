@@ -3,9 +3,11 @@
     rayscribe talk.mp3                                   # any file FFmpeg decodes (PyAV)
     arecord -f S16_LE -r 16000 -c 1 -t raw | rayscribe - --rate 16000
     ffmpeg -re -i talk.m4a -f s16le -ar 16000 -ac 1 - | rayscribe -
+    rayscribe talk.mp3 --format srt > talk.srt          # captions: txt, json, srt or vtt
 
 On a terminal the provisional partial is one line rewritten in place and finals scroll above
-it; piped, every message is a line of its own.
+it; piped, every message is a line of its own.  With ``--format``, the transcript file goes to
+``--output`` (the live view stays on stdout) or to stdout (the live view moves to stderr).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import TextIO
 
 import numpy as np
 
+from ingest import captions
 from ingest import messages as m
 from ingest.client import (
     DEFAULT_URL,
@@ -144,11 +147,23 @@ def stream_main(url: str, path: Path, fast: bool, interim: bool, out: TextIO | N
     return asyncio.run(run_stream(url, source, audio.sample_rate, options, view_for(out or sys.stdout)))
 
 
-def stdin_main(url: str, rate: int, encoding: str, channels: int, interim: bool) -> StreamResult:
+def stdin_main(
+    url: str, rate: int, encoding: str, channels: int, interim: bool, out: TextIO | None = None
+) -> StreamResult:
     """Stream raw PCM from stdin as it arrives (a live pipe paces itself)."""
     options = StreamOptions(interim_results=interim)
     source = read_pcm(sys.stdin.buffer, ENCODINGS[encoding], channels)
-    return asyncio.run(run_stream(url, source, rate, options, view_for(sys.stdout)))
+    return asyncio.run(run_stream(url, source, rate, options, view_for(out or sys.stdout)))
+
+
+def write_transcript(result: StreamResult, fmt: captions.Format, output: str | None) -> None:
+    """The transcript file: to ``output``, or stdout when it is None or ``-``."""
+    text = captions.render(fmt, result.finals, result.session_id)
+    if output is None or output == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    else:
+        Path(output).write_text(text, encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -168,18 +183,39 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--channels", type=int, default=1, help="stdin: interleaved channels (mixed down)")
     parser.add_argument("--fast", action="store_true", help="files: send as fast as possible")
     parser.add_argument("--no-interim", action="store_true", help="finals only")
+    parser.add_argument(
+        "--format",
+        choices=captions.FORMATS,
+        default=None,
+        help="write the transcript as txt, json (finals with word timings), srt or vtt "
+        "(default: only the live view and a 'Transcript:' line)",
+    )
+    parser.add_argument(
+        "--output",
+        "-o",
+        default=None,
+        help="--format's file (default: stdout; the live view then goes to stderr)",
+    )
     args = parser.parse_args(argv)
+    if args.output is not None and args.format is None:
+        parser.error("--output needs --format")
+    # the transcript file owns stdout when it goes there: the live view moves to stderr
+    view_out = sys.stderr if args.format is not None and args.output in (None, "-") else sys.stdout
     if args.api_key:  # every StreamOptions (and --procs children) read it from the env
         os.environ["RAYSCRIBE_API_KEY"] = args.api_key
     try:
         if args.audio == "-":
-            result = stdin_main(args.url, args.rate, args.encoding, args.channels, not args.no_interim)
+            interim = not args.no_interim
+            result = stdin_main(args.url, args.rate, args.encoding, args.channels, interim, view_out)
         else:
-            result = stream_main(args.url, Path(args.audio), args.fast, not args.no_interim)
+            result = stream_main(args.url, Path(args.audio), args.fast, not args.no_interim, view_out)
+        if args.format is not None:
+            write_transcript(result, args.format, args.output)
     except (OSError, RayscribeError) as e:
         print(f"rayscribe: {e}", file=sys.stderr)
         return 2
-    print(f"\nTranscript: {result.text}")
+    if args.format is None:
+        print(f"\nTranscript: {result.text}")
     return 0 if result.error is None else 1
 
 
