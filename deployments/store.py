@@ -296,7 +296,7 @@ class SessionStore:
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hget(hash_key, "created")
             pipe.lrange(finals_key, 0, -1)
-            created, finals = await self._run("transcript", pipe.execute())
+            created, finals = await self.guarded("transcript", pipe.execute())
         return (float(created) if created else None), [m.Final.model_validate_json(f) for f in finals]
 
     async def ttl(self, session_id: str) -> int:
