@@ -18,6 +18,7 @@ from ray import serve
 from deployments import metrics
 from deployments.autoscaling import LoadWindow
 from deployments.config import EngineConfig
+from deployments.fairness import RealTimeFirst
 from deployments.transcript import DecodeRequest, Hypothesis
 
 log = logging.getLogger("ray.serve")
@@ -42,6 +43,7 @@ class ASRModel:
         self.engine = self.load_engine(EngineConfig.model_validate(engine or {}))
         self.batches: list[int] = []  # recent batch sizes, for tests and stats
         self.load = LoadWindow()  # what the autoscaling policy sees (deployments/autoscaling.py)
+        self.fairness = RealTimeFirst()
 
     def load_engine(self, config: EngineConfig) -> Any:
         """The model: ``transcribe(list[DecodeRequest]) -> list[Hypothesis]`` and ``device``
@@ -52,11 +54,17 @@ class ASRModel:
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         cfg = BatchConfig.model_validate(user_config)
-        self.transcribe.set_max_batch_size(cfg.max_batch_size)  # type: ignore[attr-defined]
-        self.transcribe.set_batch_wait_timeout_s(cfg.batch_wait_timeout_s)  # type: ignore[attr-defined]
+        self.transcribe_batch.set_max_batch_size(cfg.max_batch_size)  # type: ignore[attr-defined]
+        self.transcribe_batch.set_batch_wait_timeout_s(cfg.batch_wait_timeout_s)  # type: ignore[attr-defined]
+
+    async def transcribe(self, request: DecodeRequest) -> Hypothesis:
+        """One stream's decode, batched with others' (streams at real-time pace first)."""
+        async with self.fairness.slot(request.ahead_s):
+            result: Hypothesis = await self.transcribe_batch(request)
+            return result
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.05)
-    async def transcribe(self, requests: list[DecodeRequest]) -> list[Hypothesis]:
+    async def transcribe_batch(self, requests: list[DecodeRequest]) -> list[Hypothesis]:
         started = time.perf_counter()
         metrics.batch_started(requests)
         now = time.time()

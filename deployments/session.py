@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import secrets
 import time
@@ -363,7 +364,9 @@ class StreamSession:
 
     async def _decode(self, request: DecodeRequest) -> Hypothesis:
         started = time.perf_counter()
-        hyp = await self.decode(request)
+        # the ASR replica serves streams at real-time pace first (deployments/fairness.py)
+        ahead = self.protocol.ahead_s(time.monotonic())
+        hyp = await self.decode(dataclasses.replace(request, ahead_s=ahead))
         self.stats.decodes += 1
         self.stats.decode_seconds += time.perf_counter() - started
         return hyp

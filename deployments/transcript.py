@@ -29,6 +29,8 @@ class DecodeRequest:
     # Whisper was trained on; a shortened input hallucinated tails there
     full_window: bool = False
     issued_at: float = 0.0  # wall clock when the ingress sent it (metrics: queue wait); 0 unknown
+    # how far the stream's audio ran ahead of real time when this was sent (deployments/fairness.py)
+    ahead_s: float = 0.0
 
 
 @dataclass(frozen=True)

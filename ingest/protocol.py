@@ -87,6 +87,10 @@ class _Quota:
             )
         self.audio_s += seconds
 
+    def ahead_s(self, now: float) -> float:
+        """Seconds of audio received beyond real time since the first frame (0 before it)."""
+        return 0.0 if self.first_audio is None else self.audio_s - (now - self.first_audio)
+
     def finalize(self, now: float | None) -> None:
         if now is None:
             return
@@ -141,6 +145,11 @@ class ServerProtocol:
         self._resampler: StreamResampler | None = None
         self._quota = _Quota(self.limits)
         self.stream_offset = 0.0  # stream seconds before this connection (a resume's offset)
+
+    def ahead_s(self, now: float) -> float:
+        """How far this connection's audio runs ahead of real time (``now``: the clock the
+        frames were received with)."""
+        return self._quota.ahead_s(now)
 
     # --- input ------------------------------------------------------------------------
 
