@@ -122,3 +122,14 @@ def test_no_clock_no_time_quotas() -> None:
     for _ in range(5):
         p.receive_bytes(SECOND)
     assert p.state == State.STREAMING
+
+
+def test_how_far_audio_runs_ahead_of_real_time() -> None:
+    p = started()
+    assert p.ahead_s(5.0) == 0.0  # no audio yet
+    for t in range(3):  # real-time pace: a second of audio each second
+        p.receive_bytes(SECOND, now=float(t))
+    assert p.ahead_s(3.0) == 0.0
+    for _ in range(20):  # a burst: 20 s at once
+        p.receive_bytes(SECOND, now=3.0)
+    assert p.ahead_s(3.0) == 20.0 and p.ahead_s(13.0) == 10.0
