@@ -59,7 +59,12 @@ def describe(message: m.AnyServerMessage | ClientEvent) -> str | None:
     if isinstance(message, m.Partial):
         return f"  partial  ~{message.audio_end:6.2f}s  {message.text}"
     if isinstance(message, m.Final):
-        return f"FINAL  {message.start:6.2f}-{message.end:6.2f}s  {message.text}"
+        end = "  [speech_final]" if message.speech_final else ""
+        return f"FINAL  {message.start:6.2f}-{message.end:6.2f}s  {message.text}{end}"
+    if isinstance(message, m.SpeechStarted):
+        return f"[speech started] {message.timestamp:.2f}s"
+    if isinstance(message, m.UtteranceEnd):
+        return f"[utterance end] last word ended {message.last_word_end:.2f}s"
     if isinstance(message, m.Error):
         return f"[error] {message.code}: {message.message}"
     if isinstance(message, m.Closed):
@@ -136,17 +141,21 @@ async def run_stream(
     return stream.result
 
 
-def stream_main(url: str, path: Path, fast: bool, interim: bool, out: TextIO | None = None) -> StreamResult:
+def stream_main(
+    url: str, path: Path, fast: bool, interim: bool, out: TextIO | None = None, vad_events: bool = False
+) -> StreamResult:
     """Stream an audio file at real-time pace (unless ``fast``)."""
     audio = load_file(path)
-    options = StreamOptions(realtime=not fast, interim_results=interim)
+    options = StreamOptions(realtime=not fast, interim_results=interim, vad_events=vad_events)
     source = paced(audio.samples, audio.sample_rate, options)
     return asyncio.run(run_stream(url, source, audio.sample_rate, options, view_for(out or sys.stdout)))
 
 
-def stdin_main(url: str, rate: int, encoding: str, channels: int, interim: bool) -> StreamResult:
+def stdin_main(
+    url: str, rate: int, encoding: str, channels: int, interim: bool, vad_events: bool = False
+) -> StreamResult:
     """Stream raw PCM from stdin as it arrives (a live pipe paces itself)."""
-    options = StreamOptions(interim_results=interim)
+    options = StreamOptions(interim_results=interim, vad_events=vad_events)
     source = read_pcm(sys.stdin.buffer, ENCODINGS[encoding], channels)
     return asyncio.run(run_stream(url, source, rate, options, view_for(sys.stdout)))
 
@@ -168,14 +177,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--channels", type=int, default=1, help="stdin: interleaved channels (mixed down)")
     parser.add_argument("--fast", action="store_true", help="files: send as fast as possible")
     parser.add_argument("--no-interim", action="store_true", help="finals only")
+    parser.add_argument(
+        "--vad-events",
+        action="store_true",
+        help="show when speech starts and utterances end (voice activity)",
+    )
     args = parser.parse_args(argv)
     if args.api_key:  # every StreamOptions (and --procs children) read it from the env
         os.environ["RAYSCRIBE_API_KEY"] = args.api_key
     try:
         if args.audio == "-":
-            result = stdin_main(args.url, args.rate, args.encoding, args.channels, not args.no_interim)
+            interim = not args.no_interim
+            result = stdin_main(args.url, args.rate, args.encoding, args.channels, interim, args.vad_events)
         else:
-            result = stream_main(args.url, Path(args.audio), args.fast, not args.no_interim)
+            result = stream_main(
+                args.url, Path(args.audio), args.fast, not args.no_interim, vad_events=args.vad_events
+            )
     except (OSError, RayscribeError) as e:
         print(f"rayscribe: {e}", file=sys.stderr)
         return 2

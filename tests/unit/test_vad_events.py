@@ -14,6 +14,8 @@ from deployments import session as session_module
 from deployments.vad import CHUNK, CHUNK_S, SpeechStart, UtteranceStop, VadConfig, VoiceEvents
 from ingest import messages as m
 from ingest.audio import encode_pcm
+from ingest.cli import describe, main
+from ingest.client import StreamOptions, _Session
 from ingest.errors import ProtocolError
 from ingest.protocol import ClientProtocol, ServerProtocol, StartEvent
 from tests.unit.test_session import NO_VAD, ScriptedSocket, counting_decoder
@@ -220,3 +222,48 @@ def test_session_without_vad_events_sees_nothing_new(fake_vad: type[LoudIsSpeech
     assert not [x for x in sock.sent if x["type"] in ("speech_started", "utterance_end")]
     assert not [x for x in sock.sent if "speech_final" in x]
     assert [x["type"] for x in sock.sent][-1] == "closed"
+
+
+# --- SDK and CLI --------------------------------------------------------------------------
+
+
+def test_sdk_asks_for_events_and_drops_a_repeat_after_a_resume() -> None:
+    stream = _Session(
+        "ws://127.0.0.1:1/v1/stream", SR, StreamOptions(vad_events=True, utterance_end_ms=700), None
+    )
+    start = json.loads(stream.client.start_message())
+    assert start["vad_events"] is True and start["utterance_end_ms"] == 700
+    heard = [
+        m.SpeechStarted(timestamp=0.5),
+        m.SpeechStarted(timestamp=0.52),  # a resumed connection's fresh VAD, same utterance
+        m.UtteranceEnd(last_word_end=2.0),
+        m.UtteranceEnd(last_word_end=2.0),
+        m.SpeechStarted(timestamp=4.0),
+    ]
+    for message in heard:
+        stream._record(message)
+    assert [e for _, e in stream.result.voice] == [heard[0], heard[2], heard[4]]
+
+
+def test_sdk_without_events_asks_for_none() -> None:
+    stream = _Session("ws://127.0.0.1:1/v1/stream", SR, StreamOptions(utterance_end_ms=700), None)
+    start = json.loads(stream.client.start_message())
+    assert "vad_events" not in start and "utterance_end_ms" not in start
+
+
+def test_cli_shows_the_events() -> None:
+    assert describe(m.SpeechStarted(timestamp=1.5)) == "[speech started] 1.50s"
+    assert describe(m.UtteranceEnd(last_word_end=3.25)) == "[utterance end] last word ended 3.25s"
+    final = m.Final(seq=0, text="hi", start=0.0, end=1.0, words=[], speech_final=True)
+    assert (describe(final) or "").endswith("hi  [speech_final]")
+    assert "--vad-events" in main_help()
+
+
+def main_help() -> str:
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):
+        main(["--help"])
+    return out.getvalue()
