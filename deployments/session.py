@@ -24,7 +24,7 @@ from deployments.session_state import SessionWriter
 from deployments.store import NewSession, Progress, SessionStore, hash_token
 from deployments.streaming import LocalAgreement, PolicyConfig, Update
 from deployments.transcript import DecodeRequest, Hypothesis, Word
-from deployments.vad import SpeechStart, StreamVad, VoiceEvent, VoiceEvents, VoiceTracker
+from deployments.vad import CHUNK_S, SpeechStart, StreamVad, VoiceEvent, VoiceEvents, VoiceTracker
 from ingest import messages as m
 from ingest.audio import TARGET_RATE
 from ingest.errors import (
@@ -255,8 +255,10 @@ class StreamSession:
                 msg = msg.model_copy(update={"speech_final": True})
             self.protocol.send(msg)
         # the utterance's last word if this or an earlier final committed one, else its speech
+        # end; no later than the speech end: the flush decoded the pause too, and the last
+        # word's timing can stretch over it (1.0 s past a sentence end in the e2e recording)
         words_end = self.policy.committed_end
-        last = words_end if words_end > event.began else event.voice_end
+        last = min(words_end, event.voice_end + CHUNK_S) if words_end > event.began else event.voice_end
         self.protocol.send(m.UtteranceEnd(last_word_end=round(last, 3)))
 
     async def _start_writer(self, config: m.Start) -> str | None:
