@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -19,6 +20,10 @@ from ingest.client import StreamOptions, _Session
 from ingest.errors import ProtocolError
 from ingest.protocol import ClientProtocol, ServerProtocol, StartEvent
 from tests.unit.test_session import NO_VAD, ScriptedSocket, counting_decoder
+from tests.unit.test_session_resume import WAIT_S, LiveSocket, open_session, resume_msg
+
+if TYPE_CHECKING:
+    from tests.unit.conftest import StoreFactory
 
 SR = 16000
 START_EVENTS = json.dumps({"type": "start", "sample_rate": SR, "vad_events": True})
@@ -268,3 +273,48 @@ def main_help() -> str:
     with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):
         main(["--help"])
     return out.getvalue()
+
+
+# --- resume ---------------------------------------------------------------------------------
+
+
+def frames(t0: float, t1: float, loud: bool) -> list[str | bytes]:
+    samples = np.full(int(round((t1 - t0) * SR)), 0.5 if loud else 0.0, dtype=np.float32)
+    pcm = encode_pcm(samples, "pcm_s16le")
+    return [pcm[i : i + 8000] for i in range(0, len(pcm), 8000)]
+
+
+def test_a_resume_mid_utterance_announces_no_second_start(
+    fake_vad: type[LoudIsSpeech], store: StoreFactory
+) -> None:
+    start = json.dumps({"type": "start", "sample_rate": SR, "protocol": "v1.1", "vad_events": True})
+
+    async def main() -> tuple[LiveSocket, LiveSocket]:
+        async with store() as s:
+            _, first, task = open_session(s)
+            first.push(start, *frames(0.0, 3.0, loud=True))
+            await first.wait_for(
+                lambda: any(p["audio_end"] == 3.0 for p in first.of("partial")), "3 s decoded"
+            )
+            first.disconnect()  # mid-utterance
+            await asyncio.wait_for(task, WAIT_S)
+            sid, token = first.sent[0]["session_id"], first.sent[0]["resume_token"]
+            last_seq = max(f["seq"] for f in first.of("final"))
+            _, second, task = open_session(s, sid)
+            second.push(resume_msg(sid, token, last_seq))
+            await second.wait_for(lambda: bool(second.of("resumed")), "resumed")
+            offset = second.of("resumed")[0]["audio_offset"]
+            assert 0.0 < offset < 3.0  # the seam falls inside the speech
+            second.push(*frames(offset, 4.0, loud=True), *frames(4.0, 6.0, loud=False), CLOSE)
+            await asyncio.wait_for(task, WAIT_S)
+            return first, second
+
+    first, second = asyncio.run(main())
+    assert [x["type"] for x in first.sent if x["type"] in ("speech_started", "utterance_end")] == [
+        "speech_started"
+    ]
+    voice = [x for x in second.sent if x["type"] in ("speech_started", "utterance_end", "final")]
+    assert [x["type"] for x in voice if x["type"] != "final"] == ["utterance_end"]
+    end = next(i for i, x in enumerate(voice) if x["type"] == "utterance_end")
+    assert voice[end - 1]["type"] == "final" and voice[end - 1]["speech_final"] is True
+    assert voice[end]["last_word_end"] == pytest.approx(4.0, abs=2 * CHUNK_S)
