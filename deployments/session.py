@@ -18,14 +18,17 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+import numpy as np
+
 from deployments import metrics
 from deployments.archive import ArchivedSession, ArchiveWriter
 from deployments.session_state import SessionWriter
 from deployments.store import NewSession, Progress, SessionStore, hash_token
 from deployments.streaming import LocalAgreement, PolicyConfig, Update
 from deployments.transcript import DecodeRequest, Hypothesis, Word
-from deployments.vad import StreamVad, VoiceTracker
+from deployments.vad import CHUNK_S, SpeechStart, StreamVad, VoiceEvent, VoiceEvents, VoiceTracker
 from ingest import messages as m
+from ingest.audio import TARGET_RATE
 from ingest.errors import (
     HandshakeTimeout,
     IdleTimeout,
@@ -102,6 +105,10 @@ class StreamSession:
         self.protocol = ServerProtocol(limits)
         self.policy = LocalAgreement(policy)
         self.vad: StreamVad | None = None
+        self.voice_events: VoiceEvents | None = None  # the client asked for vad_events
+        # while an utterance's end is flushed: its finals and partials, held back so the last
+        # final can carry speech_final before it is sent
+        self._held: list[m.Final | m.Partial] | None = None
         self._start_vad()
         self.stats = _Stats()
         self._lock = asyncio.Lock()  # one decode at a time; flush waits for it
@@ -199,6 +206,7 @@ class StreamSession:
             token = await self._start_writer(event.config)
             ready = m.Ready(session_id=self.session_id, protocol=event.config.protocol, resume_token=token)
             self.protocol.send(ready)
+            self._start_vad()
             self.meter.started(resumed=False)
             self._worker = asyncio.create_task(self._decode_loop())
         elif isinstance(event, ResumeEvent):
@@ -206,12 +214,7 @@ class StreamSession:
             self.meter.started(resumed=True)
             self._worker = asyncio.create_task(self._decode_loop())
         elif isinstance(event, AudioEvent):
-            self.policy.add_audio(event.samples)
-            self.meter.audio(self.policy.audio_end, len(event.samples))
-            if self.vad is not None:
-                self.policy.add_voice(self.vad.process(event.samples))
-            if self.policy.ready() or self.policy.endpointed():
-                self._wake.set()
+            await self._on_audio(event.samples)
         elif isinstance(event, FinalizeEvent):
             await self._flush()
             self.protocol.send(m.Flushed(audio_end=round(self.policy.audio_end, 3)))
@@ -220,6 +223,51 @@ class StreamSession:
             # a fenced writer: another connection holds the session and finishes it
             self._closed_by_client = self.writer is None or await self.writer.close()
             self.protocol.send_closed(self._summary())
+
+    async def _on_audio(self, samples: np.ndarray) -> None:
+        probs = self.vad.process(samples) if self.vad is not None else []
+        done = 0
+        if self.voice_events is not None:
+            # the policy gets the audio up to each event first: an utterance's end commits
+            # exactly the audio before it, even when one frame also holds the next utterance
+            frame_start = self.policy.audio_end
+            for voice_event in self.voice_events.feed(probs):
+                cut = round((voice_event.at - frame_start) * TARGET_RATE)
+                cut = min(len(samples), max(done, cut))
+                self._add_audio(samples[done:cut])
+                done = cut
+                await self._on_voice(voice_event)
+        self._add_audio(samples[done:])
+        self.policy.add_voice(probs)  # the decode policy's own VAD, when its config enables it
+        if self.policy.ready() or self.policy.endpointed():
+            self._wake.set()
+
+    def _add_audio(self, samples: np.ndarray) -> None:
+        if len(samples):
+            self.policy.add_audio(samples)
+            self.meter.audio(self.policy.audio_end, len(samples))
+
+    async def _on_voice(self, event: VoiceEvent) -> None:
+        if isinstance(event, SpeechStart):
+            self.protocol.send(m.SpeechStarted(timestamp=round(event.timestamp, 3)))
+            return
+        # the utterance is over: commit it now, so a voice interface gets it whole at once
+        self._held = []
+        try:
+            await self._flush()
+        finally:
+            held, self._held = self._held, None
+        finals = [i for i, msg in enumerate(held) if isinstance(msg, m.Final)]
+        for i, msg in enumerate(held):
+            if finals and i == finals[-1]:
+                msg = msg.model_copy(update={"speech_final": True})
+            self.protocol.send(msg)
+        # the utterance's last word if this or an earlier final committed one, else its speech
+        # end; no later than the speech end: the flush decoded the pause too, and the last
+        # word's timing can stretch over it (1.0 s past a sentence end in the e2e recording)
+        words_end = self.policy.committed_end
+        last = min(words_end, event.voice_end + CHUNK_S) if words_end > event.began else event.voice_end
+        self.protocol.send(m.UtteranceEnd(last_word_end=round(last, 3)))
 
     async def _start_writer(self, config: m.Start) -> str | None:
         """A v1.1 session with a store is durable: create it, return its resume token."""
@@ -257,7 +305,7 @@ class StreamSession:
         # the client can no longer resend audio before audio_from: skip it, say so in resumed
         offset = max(stored, request.audio_from or 0.0)
         self.policy.restore(offset, record.progress.context, record.progress.pending)
-        self._start_vad()
+        self._start_vad(offset)
         self.stats.finals, self.stats.words = record.next_seq, record.progress.words
         self._open_writer(self.store, record.epoch, record.next_seq, record.progress)
         resumed = m.Resumed(
@@ -338,12 +386,20 @@ class StreamSession:
                 if not update.committed or not self.policy.uncovered():
                     return
 
-    def _start_vad(self) -> None:
-        """A fresh voice-activity model state (a new stream, or a resumed one)."""
-        if self.policy.config.vad.enabled:
+    def _start_vad(self, offset: float = 0.0) -> None:
+        """A fresh voice-activity model state (a new stream, or one resumed at ``offset``):
+        for the decode policy when its config enables it, and for the client's vad_events
+        (which need it whatever the decode policy does)."""
+        config = self.protocol.config
+        events = config is not None and config.vad_events
+        if self.policy.config.vad.enabled or events:
             self.vad = StreamVad()
-            if self.policy.voice is None:
-                self.policy.voice = VoiceTracker(self.policy.config.vad)
+        if self.policy.config.vad.enabled and self.policy.voice is None:
+            self.policy.voice = VoiceTracker(self.policy.config.vad)
+        if config is not None and config.vad_events:
+            # a resume gets fresh events too: nothing of the old connection's VAD state is
+            # persisted, and VoiceEvents keeps the seam from announcing speech twice
+            self.voice_events = VoiceEvents.create(self.policy.config.vad, config.utterance_end_s, offset)
 
     def _next_request(self, final: bool = False) -> DecodeRequest:
         if self.policy.overflowing():
@@ -373,6 +429,8 @@ class StreamSession:
 
     async def _emit(self, update: Update, audio_end: float) -> None:
         finals = [_final(self.stats.finals, update.committed)] if update.committed else []
+        if self.voice_events is not None:  # vad_events: every final says whether it ends speech
+            finals = [f.model_copy(update={"speech_final": False}) for f in finals]
         if finals:
             self.stats.finals += 1
             self.stats.words += len(update.committed)
@@ -382,13 +440,13 @@ class StreamSession:
             progress = Progress(self.policy.buffer_offset, context, self.stats.words, self.policy.pending)
             await self.writer.commit(finals, progress)
         for final in finals:
-            self.protocol.send(final)
+            self._send(final)
         self.finals.extend(finals)
         self.meter.committed(update.committed)
         config = self.protocol.config
         if config is not None and config.interim_results and self.protocol.state == State.STREAMING:
             words = update.partial
-            self.protocol.send(
+            self._send(
                 m.Partial(
                     text="".join(w.text for w in words).strip(),
                     start=round(words[0].start, 3) if words else round(audio_end, 3),
@@ -404,6 +462,12 @@ class StreamSession:
             durable = self.store if self.writer is not None else None
             ended = ArchivedSession(self.session_id, self.created, self.principal or None, self.finals)
             await self.archive.submit_ended(ended, durable, closed=self._closed_by_client)
+
+    def _send(self, message: m.Final | m.Partial) -> None:
+        if self._held is not None:
+            self._held.append(message)
+        else:
+            self.protocol.send(message)
 
     def _summary(self) -> m.Summary:
         return m.Summary(

@@ -234,11 +234,11 @@ class SessionStore:
             progress.words,
             repr(time.time()),
             self.config.session_ttl_s,
-            new.config.model_dump_json() if new else "",
+            new.config.to_json() if new else "",
             new.token_hash if new else "",
             self.owner,
             first_seq,
-            *(f.model_dump_json() for f in finals),
+            *(f.model_dump_json(exclude_none=True) for f in finals),
         ]
         res = await self.guarded("sync", self._sync(keys=self._keys(session_id), args=args))
         code = int(res[0])

@@ -110,3 +110,75 @@ class VoiceTracker:
     def silence_s(self, now: float) -> float:
         """Seconds of silence between the last speech and ``now`` (0 while speaking)."""
         return 0.0 if self.speaking else max(0.0, now - self.voice_end)
+
+
+@dataclass(frozen=True)
+class SpeechStart:
+    """Speech began at ``timestamp``; decided at ``at`` (stream seconds, a chunk end)."""
+
+    at: float
+    timestamp: float
+
+
+@dataclass(frozen=True)
+class UtteranceStop:
+    """Silence long enough ended the utterance that began at ``began`` and whose speech ended
+    at ``voice_end``; decided at ``at``."""
+
+    at: float
+    began: float
+    voice_end: float
+
+
+VoiceEvent = SpeechStart | UtteranceStop
+
+MIN_SPEECH_S = 3 * CHUNK_S  # a click or a breath shorter than this does not start an utterance
+SEAM_S = 0.25  # after a resume: speech starting this close to the seam began before it
+
+
+@dataclass
+class VoiceEvents:
+    """Utterance boundaries for the ``vad_events`` protocol messages (pure; fed the chunk
+    probabilities of a :class:`StreamVad`).
+
+    An utterance opens when speech has lasted ``MIN_SPEECH_S`` (the tracker's hysteresis keeps
+    quiet word endings inside it) and closes after ``utterance_end_s`` of silence: events come
+    in pairs, never mid-word.  ``resumed_at``: the stream was resumed there with a fresh model;
+    speech heard right at the seam continues an utterance the client was already told about,
+    so it opens the utterance without a second ``SpeechStart``."""
+
+    tracker: VoiceTracker
+    utterance_end_s: float
+    resumed_at: float | None = None
+    began: float | None = None  # the open utterance's start (None: between utterances)
+
+    @classmethod
+    def create(cls, config: VadConfig, utterance_end_s: float, start: float = 0.0) -> VoiceEvents:
+        """Events for a stream whose audio starts at ``start`` (> 0: a resume's seam)."""
+        tracker = VoiceTracker(config, start=start, voice_end=start)
+        return cls(tracker, utterance_end_s, resumed_at=start if start > 0 else None)
+
+    def feed(self, probs: list[float]) -> list[VoiceEvent]:
+        events: list[VoiceEvent] = []
+        for p in probs:
+            self.tracker.feed([p])
+            event = self._step()
+            if event is not None:
+                events.append(event)
+        return events
+
+    def _step(self) -> VoiceEvent | None:
+        t = self.tracker
+        if t.speaking and self.began is None and t.voice_start is not None:
+            if self.resumed_at is not None and t.voice_start <= self.resumed_at + SEAM_S:
+                self.began = t.voice_start  # the client heard this utterance start before the seam
+                return None
+            if t.end - t.voice_start >= MIN_SPEECH_S - 1e-9:
+                self.began = t.voice_start
+                return SpeechStart(at=t.end, timestamp=t.voice_start)
+        elif self.began is not None and t.silence_s(t.end) >= self.utterance_end_s - 1e-9:
+            began, self.began = self.began, None
+            return UtteranceStop(at=t.end, began=began, voice_end=t.voice_end)
+        if self.resumed_at is not None and t.end > self.resumed_at + SEAM_S:
+            self.resumed_at = None  # past the seam: speech from here on is new
+        return None

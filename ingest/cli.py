@@ -62,7 +62,12 @@ def describe(message: m.AnyServerMessage | ClientEvent) -> str | None:
     if isinstance(message, m.Partial):
         return f"  partial  ~{message.audio_end:6.2f}s  {message.text}"
     if isinstance(message, m.Final):
-        return f"FINAL  {message.start:6.2f}-{message.end:6.2f}s  {message.text}"
+        end = "  [speech_final]" if message.speech_final else ""
+        return f"FINAL  {message.start:6.2f}-{message.end:6.2f}s  {message.text}{end}"
+    if isinstance(message, m.SpeechStarted):
+        return f"[speech started] {message.timestamp:.2f}s"
+    if isinstance(message, m.UtteranceEnd):
+        return f"[utterance end] last word ended {message.last_word_end:.2f}s"
     if isinstance(message, m.Error):
         return f"[error] {message.code}: {message.message}"
     if isinstance(message, m.Closed):
@@ -139,19 +144,27 @@ async def run_stream(
     return stream.result
 
 
-def stream_main(url: str, path: Path, fast: bool, interim: bool, out: TextIO | None = None) -> StreamResult:
+def stream_main(
+    url: str, path: Path, fast: bool, interim: bool, out: TextIO | None = None, vad_events: bool = False
+) -> StreamResult:
     """Stream an audio file at real-time pace (unless ``fast``)."""
     audio = load_file(path)
-    options = StreamOptions(realtime=not fast, interim_results=interim)
+    options = StreamOptions(realtime=not fast, interim_results=interim, vad_events=vad_events)
     source = paced(audio.samples, audio.sample_rate, options)
     return asyncio.run(run_stream(url, source, audio.sample_rate, options, view_for(out or sys.stdout)))
 
 
 def stdin_main(
-    url: str, rate: int, encoding: str, channels: int, interim: bool, out: TextIO | None = None
+    url: str,
+    rate: int,
+    encoding: str,
+    channels: int,
+    interim: bool,
+    out: TextIO | None = None,
+    vad_events: bool = False,
 ) -> StreamResult:
     """Stream raw PCM from stdin as it arrives (a live pipe paces itself)."""
-    options = StreamOptions(interim_results=interim)
+    options = StreamOptions(interim_results=interim, vad_events=vad_events)
     source = read_pcm(sys.stdin.buffer, ENCODINGS[encoding], channels)
     return asyncio.run(run_stream(url, source, rate, options, view_for(out or sys.stdout)))
 
@@ -196,6 +209,11 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="--format's file (default: stdout; the live view then goes to stderr)",
     )
+    parser.add_argument(
+        "--vad-events",
+        action="store_true",
+        help="show when speech starts and utterances end (voice activity)",
+    )
     args = parser.parse_args(argv)
     if args.output is not None and args.format is None:
         parser.error("--output needs --format")
@@ -206,9 +224,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.audio == "-":
             interim = not args.no_interim
-            result = stdin_main(args.url, args.rate, args.encoding, args.channels, interim, view_out)
+            result = stdin_main(
+                args.url, args.rate, args.encoding, args.channels, interim, view_out, args.vad_events
+            )
         else:
-            result = stream_main(args.url, Path(args.audio), args.fast, not args.no_interim, view_out)
+            result = stream_main(
+                args.url, Path(args.audio), args.fast, not args.no_interim, view_out, args.vad_events
+            )
         if args.format is not None:
             write_transcript(result, args.format, args.output)
     except (OSError, RayscribeError) as e:

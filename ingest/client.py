@@ -103,6 +103,9 @@ class StreamOptions:
     chunk_s: float = 0.1  # audio per binary frame
     encoding: m.Encoding = "pcm_s16le"
     interim_results: bool = True
+    # voice-activity events: speech_started / utterance_end, and speech_final on finals
+    vad_events: bool = False
+    utterance_end_ms: int | None = None  # with vad_events: the server's default (1000) if None
     open_timeout_s: float = 30.0
     resume: bool = True  # speak v1.1: resume the session after a dropped connection
     replay_buffer_s: float = 60.0  # unacknowledged audio kept for a resume
@@ -125,6 +128,8 @@ class StreamResult:
     sent: list[tuple[float, float]] = field(default_factory=list)  # (audio seconds captured, at)
     resumes: list[SessionResumed] = field(default_factory=list)
     gaps: list[AudioGap] = field(default_factory=list)
+    # vad_events: speech_started and utterance_end, in order, with their arrival times
+    voice: list[tuple[float, m.SpeechStarted | m.UtteranceEnd]] = field(default_factory=list)
     started_at: float = 0.0
     finished_at: float = 0.0
 
@@ -139,6 +144,8 @@ class StreamResult:
             self.final_times.append(at)
         elif isinstance(message, m.Partial):
             self.partials.append((at, message))
+        elif isinstance(message, m.SpeechStarted | m.UtteranceEnd):
+            self.voice.append((at, message))
         elif isinstance(message, m.Closed):
             self.summary = message.summary
         elif isinstance(message, m.Error):
@@ -176,7 +183,12 @@ class _Session:
         self.url, self.rate, self.opts, self.on_message = url, rate, opts, on_message
         protocol = m.PROTOCOL_V1_1 if opts.resume else m.PROTOCOL_VERSION
         start = m.Start(
-            sample_rate=rate, encoding=opts.encoding, interim_results=opts.interim_results, protocol=protocol
+            sample_rate=rate,
+            encoding=opts.encoding,
+            interim_results=opts.interim_results,
+            protocol=protocol,
+            vad_events=opts.vad_events,
+            utterance_end_ms=opts.utterance_end_ms if opts.vad_events else None,
         )
         self.client = ClientProtocol(start)
         self.buffer = ReplayBuffer(rate, opts.replay_buffer_s)
@@ -375,11 +387,20 @@ class _Session:
     def _resumable(self) -> bool:
         return self.opts.resume and self.client.resume_token is not None
 
+    def _repeats(self, event: m.SpeechStarted | m.UtteranceEnd) -> bool:
+        """Voice events alternate; after a resume the server's fresh VAD can announce again
+        what the old connection already did (the utterance's start, or its end when the
+        connection dropped just after it): the repeat is not handed to the caller."""
+        voice = self.result.voice
+        return bool(voice) and type(voice[-1][1]) is type(event)
+
     def _record(self, message: ServerMessage) -> None:
         if isinstance(message, m.Final):
             if message.seq <= self.last_seq:
                 return  # already handed to the caller
             self.last_seq = message.seq
+        elif isinstance(message, m.SpeechStarted | m.UtteranceEnd) and self._repeats(message):
+            return
         self.result.record(message, time.monotonic())
         self._emit(message)
 

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 Protocol = Literal["v1", "v1.1"]
 PROTOCOL_VERSION: Protocol = "v1"
 PROTOCOL_V1_1: Protocol = "v1.1"  # adds resume: resume_token, ack, resume/resumed, reconnect
 Encoding = Literal["pcm_s16le", "f32le"]
+# start.utterance_end_ms: shorter cuts utterances at breath pauses, longer delays a voice reply
+UTTERANCE_END_MIN_MS, UTTERANCE_END_DEFAULT_MS, UTTERANCE_END_MAX_MS = 500, 1000, 5000
 
 
 class _Message(BaseModel):
@@ -36,6 +38,27 @@ class Start(_Message):
     interim_results: bool = True
     # "v1.1": the session is resumable (ready carries a resume_token, the server sends acks)
     protocol: Protocol = PROTOCOL_VERSION
+    # voice-activity events (opt-in, either protocol): speech_started, utterance_end, and
+    # speech_final on every final; off, a client sees exactly what it saw before
+    vad_events: bool = False
+    # silence after speech that ends an utterance (only with vad_events; None: the default)
+    utterance_end_ms: int | None = Field(None, ge=UTTERANCE_END_MIN_MS, le=UTTERANCE_END_MAX_MS)
+
+    @model_validator(mode="after")
+    def _utterance_end_needs_events(self) -> Start:
+        if self.utterance_end_ms is not None and not self.vad_events:
+            raise ValueError("utterance_end_ms needs vad_events: true")
+        return self
+
+    def to_json(self) -> str:
+        """The message as sent and stored: the vad_events fields only when asked for, so an
+        older server (a rolling upgrade, a resume on an old replica) still accepts it."""
+        return self.model_dump_json(exclude=None if self.vad_events else {"vad_events", "utterance_end_ms"})
+
+    @property
+    def utterance_end_s(self) -> float:
+        """Silence that ends an utterance, in seconds."""
+        return (self.utterance_end_ms or UTTERANCE_END_DEFAULT_MS) / 1000
 
 
 class Resume(_Message):
@@ -107,6 +130,23 @@ class Final(_ServerMessage):
     start: float
     end: float
     words: list[WordTiming]
+    # vad_events sessions only (None is not sent): true on the final that closes an utterance
+    speech_final: bool | None = None
+
+
+class SpeechStarted(_ServerMessage):
+    """vad_events: speech began after silence, at stream second ``timestamp``."""
+
+    type: Literal["speech_started"] = "speech_started"
+    timestamp: float
+
+
+class UtteranceEnd(_ServerMessage):
+    """vad_events: ``utterance_end_ms`` of silence followed the speech; the finals covering it
+    were sent before this (the last with ``speech_final: true`` when the end committed words)."""
+
+    type: Literal["utterance_end"] = "utterance_end"
+    last_word_end: float  # stream seconds where the utterance's last word (or its speech) ended
 
 
 class Flushed(_ServerMessage):
@@ -164,6 +204,18 @@ class Closed(_ServerMessage):
     summary: Summary
 
 
-AnyServerMessage = Ready | Resumed | Partial | Final | Flushed | Ack | Reconnect | Error | Closed
+AnyServerMessage = (
+    Ready
+    | Resumed
+    | Partial
+    | Final
+    | SpeechStarted
+    | UtteranceEnd
+    | Flushed
+    | Ack
+    | Reconnect
+    | Error
+    | Closed
+)
 ServerMessage = Annotated[AnyServerMessage, Field(discriminator="type")]
 SERVER_MESSAGE: TypeAdapter[AnyServerMessage] = TypeAdapter(ServerMessage)

@@ -360,7 +360,7 @@ class ClientProtocol:
         self.closed = False
 
     def start_message(self) -> str:
-        return self.start.model_dump_json()
+        return self.start.to_json()
 
     def resume_message(self, last_seq: int, audio_from: float | None = None) -> str:
         if self.session_id is None or self.resume_token is None:
