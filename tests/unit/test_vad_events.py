@@ -1,6 +1,6 @@
 """Voice-activity events (start.vad_events): the messages, the pure utterance logic
 (:class:`deployments.vad.VoiceEvents`) and a session on a scripted socket with a fake VAD that
-calls loud audio speech.  The real Silero VAD is in tests/model/test_vad_events.py."""
+calls loud audio speech.  The real Silero VAD is in tests/model/test_vad_events_silero.py."""
 
 from __future__ import annotations
 
