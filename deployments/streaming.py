@@ -260,8 +260,13 @@ class LocalAgreement:
         self.committed.extend(commit)
         self.pending = words[len(commit) :]
         if self.audio_end > self.window_end + 1e-6 and self._buffer_s() > self.config.hard_buffer_s:
-            # a backlog: move on to the next window, keeping only what is still uncommitted
-            self._cut_at(min([cutoff] + [w.start for w in self.pending]))
+            # a backlog: move on to the next window, keeping only what is still uncommitted.
+            # A decode that stopped early (a 30 s window answered with a few words) covers its
+            # window only to its last word: the audio after it is decoded again, not dropped
+            keep = [cutoff] + [w.start for w in self.pending]
+            if commit and not self.pending:
+                keep.append(commit[-1].end)
+            self._cut_at(min(keep))
         else:
             self._trim(hyp)
         return Update(commit, list(self.pending))

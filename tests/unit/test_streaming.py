@@ -198,3 +198,25 @@ def test_settled_words_commit_without_a_second_decode() -> None:
         update = la.apply(hyp(spoken))
         assert [w.text for w in update.committed] == [f" w{i}" for i in range(expect)]
         assert len(update.partial) == 20 - expect
+
+
+def test_a_backlogged_decode_that_stopped_early_keeps_the_audio_after_its_words() -> None:
+    """The failover tier's loss under a backlog: a 30 s window answered with words for its first
+    4 s only (the decoder stopped); cutting at the window end - 5 s dropped 21 s of speech
+    no decode had transcribed.  The cut stops at the last word; the next decode starts there."""
+    la = LocalAgreement()
+    la.add_audio(np.zeros(40 * SR, dtype=np.float32))  # a replica restart: 40 s piled up
+    request = la.request()
+    assert len(request.audio) == 30 * SR
+    update = la.apply(hyp("printing to the future. and", start=0.0))  # 0-2.5 s, then nothing
+    assert [w.text for w in update.committed][-1] == " and"
+    assert la.buffer_offset == update.committed[-1].end == 2.5  # not 25 s
+    assert la.request().offset == 2.5
+
+
+def test_a_backlogged_silent_window_is_still_passed() -> None:
+    la = LocalAgreement()
+    la.add_audio(np.zeros(40 * SR, dtype=np.float32))
+    la.request()
+    la.apply(Hypothesis([]))  # no words at all: silence, the backlog moves on
+    assert la.buffer_offset == 25.0
