@@ -199,7 +199,9 @@ def test_resume_errors_are_typed_and_other_streams_continue(server_url: str, cli
         assert ready.resume_token
         out["bad_token"] = await _raw_resume(server_url, ready.session_id, "not-the-token")
         out["unknown"] = await _raw_resume(server_url, "0" * 32, ready.resume_token)
-        # two resumes racing: both take the session in turn; the older connection is fenced
+        # two resumes racing: both take the session in turn; the older connection is fenced.
+        # They reach the two ingress replicas, so which one takes it last is not fixed: the
+        # one that gets the error is the one fenced, the other holds the session
         first = await connect(server_url)
         second = await connect(server_url)
         for ws in (first, second):
@@ -208,12 +210,20 @@ def test_resume_errors_are_typed_and_other_streams_continue(server_url: str, cli
             )
         out["race"] = [json.loads(await first.recv())["type"], json.loads(await second.recv())["type"]]
         async with asyncio.timeout(30):  # fenced within a heartbeat
-            fenced = [json.loads(await ws.recv()) for ws in (victim, first)]
-        for ws in (victim, first):
+            fenced = [json.loads(await victim.recv())]
+            waits = {asyncio.ensure_future(ws.recv()): ws for ws in (first, second)}
+            done, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            for task in pending:  # the holder's recv: nothing comes until it closes
+                task.cancel()
+            won = done.pop()
+            loser = waits[won]
+            holder = second if loser is first else first
+            fenced.append(json.loads(won.result()))
+        for ws in (victim, loser):
             await ws.wait_closed()
-        out["fenced"] = [(f["code"], ws.close_code) for f, ws in zip(fenced, (victim, first), strict=True)]
-        await second.send(m.Close().model_dump_json())
-        while json.loads(await second.recv())["type"] != "closed":
+        out["fenced"] = [(f["code"], ws.close_code) for f, ws in zip(fenced, (victim, loser), strict=True)]
+        await holder.send(m.Close().model_dump_json())
+        while json.loads(await holder.recv())["type"] != "closed":
             pass
         out["closed"] = await _raw_resume(server_url, ready.session_id, ready.resume_token)
         out["good"] = await good
