@@ -120,6 +120,7 @@ class LocalAgreement:
         self._prompted = False  # the last request carried a prompt
         self._gap_checked: float | None = None  # see skipped()
         self._window_voice_end = 0.0  # see request()
+        self._short_flush = False  # the last flush kept audio after its last word (see flush())
 
     # --- audio ------------------------------------------------------------------------
 
@@ -340,9 +341,13 @@ class LocalAgreement:
         self.committed.extend(commit)
         self.pending = []
         end = self.window_end
-        if commit and self._window_voice_end > commit[-1].end + 1.0:
+        # where speech ends in the window: the VAD's word, else assume it runs to the end
+        speech_end = self._window_voice_end if self.voice is not None else end
+        self._short_flush = bool(commit) and speech_end > commit[-1].end + 1.0
+        if self._short_flush:
             # the decode stopped short of the speech it was given (greedy decoding can skip a
-            # sentence of a long window): keep the audio after its last word, decode it again
+            # sentence of a long window, or end on a few hallucinated words): keep the audio
+            # after its last word, decode it again
             end = min(end, commit[-1].end)
         self._cut_at(end)
         self.undecoded_s = self._buffer_s()
@@ -352,7 +357,9 @@ class LocalAgreement:
 
     def uncovered(self) -> bool:
         """A flush kept audio it did not cover (see :meth:`flush`): decode the rest."""
-        return self.voice is not None and self._utterance_open and len(self.buffer) > 0
+        if len(self.buffer) == 0:
+            return False
+        return self._utterance_open if self.voice is not None else self._short_flush
 
     def _buffer_s(self) -> float:
         return len(self.buffer) / SAMPLE_RATE

@@ -220,3 +220,17 @@ def test_a_backlogged_silent_window_is_still_passed() -> None:
     la.request()
     la.apply(Hypothesis([]))  # no words at all: silence, the backlog moves on
     assert la.buffer_offset == 25.0
+
+
+def test_a_flush_without_vad_keeps_the_audio_its_words_do_not_reach() -> None:
+    """ "...printing to the future." and nothing of the 10 s after it: a closing flush decode
+    that ends early must not drop the rest of its window; the session decodes it again."""
+    la = LocalAgreement()
+    la.add_audio(np.zeros(12 * SR, dtype=np.float32))
+    la.request(final=True)
+    update = la.flush(hyp("to the future.", start=0.0))  # words to 1.5 s of a 12 s window
+    assert update.committed and la.buffer_offset == 1.5 and la.uncovered()
+    la.request(final=True)
+    rest = "for the beautiful letters and it was a matter of course that in the middle ages the men took care"
+    la.flush(hyp(rest, start=1.5))  # 20 words: to 11.5 s of 12
+    assert not la.uncovered()  # its words run to the window's end: nothing kept
