@@ -234,7 +234,7 @@ class Ingress:
             await session.run()
         finally:
             self.sessions.discard(session)
-            await self._release(principal, conn_id)
+            await self._release(conn_id)
             self.per_key[principal.key_id] -= 1
             if self.per_key[principal.key_id] <= 0:
                 del self.per_key[principal.key_id]
@@ -271,11 +271,12 @@ class Ingress:
         if self._lease_renewal is None or self._lease_renewal.done():
             self._lease_renewal = asyncio.create_task(self._renew_leases())
 
-    async def _release(self, principal: Principal, conn_id: str) -> None:
-        if self.leases.pop(conn_id, None) is None:
+    async def _release(self, conn_id: str) -> None:
+        key_id = self.leases.pop(conn_id, None)
+        if key_id is None:  # no lease taken (the store was unreachable at admission)
             return
         with contextlib.suppress(StoreUnavailable):  # unreleased, it lapses in 3 heartbeats
-            await self.key_leases.release(principal.key_id, conn_id)
+            await self.key_leases.release(key_id, conn_id)
 
     async def _renew_leases(self) -> None:
         """Keep this replica's leases alive while it has any; a dead replica's lapse."""
