@@ -10,6 +10,7 @@ import torch
 
 from deployments.transcript import Hypothesis, Word
 from deployments.whisper.features import ENCODER_FRAMES_PER_SECOND, FRAMES_PER_SECOND
+from deployments.whisper.graphs import StaticSteps
 from deployments.whisper.model import Whisper
 from deployments.whisper.timing import clamp_stretched_ends, token_boundaries_batch
 from deployments.whisper.tokenizer import WhisperTokenizer
@@ -48,8 +49,10 @@ class GreedyDecoder:
         suppress_ids_begin: list[int],
         alignment_heads: list[tuple[int, int]],
         options: DecodeOptions | None = None,
+        steps: StaticSteps | None = None,
     ) -> None:
         self.model = model
+        self.steps = steps  # the token loop over a static cache (CUDA graphs), where it fits
         self.tok = tokenizer
         self.opts = options or DecodeOptions()
         sp = tokenizer.special
@@ -120,19 +123,27 @@ class GreedyDecoder:
         next_pos = positions[:, -1:] + 1
         hold = torch.tensor(min_tokens or [0] * batch, device=device)
         eot = self.tok.special.eot
+        static = self.steps if self.steps is not None and self.steps.fits(batch) else None
+        if static is not None:
+            static.load(cache, valid)
+        align = self._alignment_rows(qks)
         for step in range(limit):
             last = last.masked_fill(first_mask if step == 0 else self.suppress, -np.inf)
             last[:, eot] = last[:, eot].masked_fill(hold > step, -np.inf)
             logp = last.log_softmax(dim=-1)
-            self._append(rows, logp, self._alignment_rows(qks))
+            self._append(rows, logp, align)
             if all(r.done for r in rows) or step == limit - 1:
                 break
             feed = torch.tensor(
                 [r.tokens[-1] if not r.done else self.tok.special.eot for r in rows], device=device
             )[:, None]
-            valid = torch.cat([valid, torch.ones(batch, 1, dtype=torch.bool, device=device)], dim=1)
-            hidden, qks = decoder(feed, next_pos, valid, cache)
-            last = decoder.logits(hidden[:, -1]).float()
+            if static is not None:
+                last, align = static.step(feed, next_pos, width + step)
+            else:
+                valid = torch.cat([valid, torch.ones(batch, 1, dtype=torch.bool, device=device)], dim=1)
+                hidden, qks = decoder(feed, next_pos, valid, cache)
+                last = decoder.logits(hidden[:, -1]).float()
+                align = self._alignment_rows(qks)
             next_pos = next_pos + 1
         return self._finish_all(rows, n_frames, offsets, no_speech.tolist())
 

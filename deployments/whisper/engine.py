@@ -13,6 +13,7 @@ from deployments.transcript import DecodeRequest, Hypothesis
 from deployments.whisper.ct2 import read_ct2_variables, to_state_dict
 from deployments.whisper.decode import DecodeOptions, GreedyDecoder
 from deployments.whisper.features import CHUNK_SAMPLES, FRAMES_PER_SECOND, N_FRAMES, log_mel, pad_frames
+from deployments.whisper.graphs import StaticSteps
 from deployments.whisper.model import Dims, Whisper, quantize_int8
 from deployments.whisper.tokenizer import WhisperTokenizer
 from ingest.errors import ModelError
@@ -62,15 +63,26 @@ class WhisperEngine:
             self.model = quantize_int8(self.model)
         cfg = json.loads((folder / "config.json").read_text())
         self.tokenizer = WhisperTokenizer(folder / "tokenizer.json")
+        heads = [(int(a), int(b)) for a, b in cfg["alignment_heads"]]
+        use_graphs = self.config.cuda_graphs and self.device.type == "cuda"
+        max_rows = self.config.graph_max_batch
+        steps = StaticSteps(self.model, heads, max_rows, graphs=True) if use_graphs else None
         self.decoder = GreedyDecoder(
             self.model,
             self.tokenizer,
             suppress_ids=_ints(cfg.get("suppress_ids", [])),
             suppress_ids_begin=_ints(cfg.get("suppress_ids_begin", [])),
-            alignment_heads=[(int(a), int(b)) for a, b in cfg["alignment_heads"]],
+            alignment_heads=heads,
             options=DecodeOptions(),
+            steps=steps,
         )
-        log.info("Whisper engine on %s (%s%s)", self.device, self.dtype, ", int8" if self.quantized else "")
+        log.info(
+            "Whisper engine on %s (%s%s%s)",
+            self.device,
+            self.dtype,
+            ", int8" if self.quantized else "",
+            ", CUDA graphs" if use_graphs else "",
+        )
 
     def encoder_frames(self, n_frames: list[int], full: bool = False) -> int:
         """Mel frames the encoder sees for a batch whose rows have ``n_frames`` real frames:

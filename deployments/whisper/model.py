@@ -115,21 +115,42 @@ class DecoderBlock(nn.Module):
         c = self.cross_attn
         return LayerCache(c.heads(c.key(audio)), c.heads(c.value(audio)))
 
-    def forward(self, x: Tensor, cache: LayerCache, self_mask: Tensor) -> tuple[Tensor, Tensor]:
-        """Run one block on new tokens; append to ``cache``; return (x, cross-attention qk)."""
+    def self_kv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The normalised input and the new tokens' self-attention keys and values."""
         a = self.attn
         h = self.attn_ln(x)
-        k, v = a.heads(a.key(h)), a.heads(a.value(h))
-        if cache.self_k is not None and cache.self_v is not None:
-            k, v = torch.cat([cache.self_k, k], dim=2), torch.cat([cache.self_v, v], dim=2)
-        cache.self_k, cache.self_v = k, v
+        return h, a.heads(a.key(h)), a.heads(a.value(h))
+
+    def attend(
+        self,
+        x: Tensor,
+        h: Tensor,
+        k: Tensor,
+        v: Tensor,
+        self_mask: Tensor,
+        cross_k: Tensor,
+        cross_v: Tensor,
+        cross_mask: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """The block's output given all self keys/values ``k``/``v`` (cached + new), and the raw
+        cross-attention qk; ``cross_mask`` hides padded audio positions (static cache only)."""
+        a = self.attn
         y = F.scaled_dot_product_attention(a.heads(a.query(h)), k, v, attn_mask=self_mask)
         x = x + a.out(a.merge(y))
         c = self.cross_attn
         q = c.heads(c.query(self.cross_attn_ln(x)))
-        qk = (q @ cache.cross_k.transpose(-1, -2)) * (q.shape[-1] ** -0.5)
-        x = x + c.out(c.merge(qk.softmax(dim=-1) @ cache.cross_v))
+        qk = (q @ cross_k.transpose(-1, -2)) * (q.shape[-1] ** -0.5)
+        scores = qk if cross_mask is None else qk.masked_fill(~cross_mask, -torch.inf)
+        x = x + c.out(c.merge(scores.softmax(dim=-1) @ cross_v))
         return x + self.mlp(self.mlp_ln(x)), qk
+
+    def forward(self, x: Tensor, cache: LayerCache, self_mask: Tensor) -> tuple[Tensor, Tensor]:
+        """Run one block on new tokens; append to ``cache``; return (x, cross-attention qk)."""
+        h, k, v = self.self_kv(x)
+        if cache.self_k is not None and cache.self_v is not None:
+            k, v = torch.cat([cache.self_k, k], dim=2), torch.cat([cache.self_v, v], dim=2)
+        cache.self_k, cache.self_v = k, v
+        return self.attend(x, h, k, v, self_mask, cache.cross_k, cache.cross_v)
 
 
 class Decoder(nn.Module):
@@ -163,12 +184,16 @@ class Decoder(nn.Module):
         eye = torch.zeros_like(causal)
         eye[:, offset:] = torch.eye(t_new, dtype=torch.bool, device=tokens.device)
         mask = (mask | eye[None])[:, None]
-        x = self.token_embedding(tokens) + self.positional_embedding[positions]
+        x = self.embed(tokens, positions)
         qks = []
         for block, layer_cache in zip(self.blocks, cache, strict=True):
             x, qk = block(x, layer_cache, mask)
             qks.append(qk)
         return x, qks
+
+    def embed(self, tokens: Tensor, positions: Tensor) -> Tensor:
+        out: Tensor = self.token_embedding(tokens) + self.positional_embedding[positions]
+        return out
 
     def logits(self, hidden: Tensor) -> Tensor:
         """Hidden states (..., state) -> vocabulary logits (tied output projection)."""

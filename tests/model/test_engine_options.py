@@ -12,6 +12,7 @@ from deployments.config import EngineConfig
 from deployments.transcript import DecodeRequest
 from deployments.whisper.engine import WhisperEngine
 from deployments.whisper.features import N_FRAMES
+from deployments.whisper.graphs import StaticSteps
 from ingest.audio import read_wav
 from ingest.wer import normalize
 
@@ -37,3 +38,29 @@ def test_fitted_encoder_window() -> None:
     assert fitted.encoder_frames([300, 1201]) == 2000  # the batch's longest row decides
     assert fitted.encoder_frames([2900]) == N_FRAMES  # never past 30 s
     assert fitted.encoder_frames([300], full=True) == N_FRAMES  # a committing decode: 30 s
+
+
+def test_static_cache_decodes_what_the_growing_cache_does(evalset: Path) -> None:
+    """The CUDA-graph token loop's static cache, run eagerly on CPU: a batch of windows of
+    different lengths with prompts, forced words and a fitted (masked) encoder input decodes
+    the same tokens, word timings and probabilities as the plain loop."""
+    engine = WhisperEngine(EngineConfig(num_threads=2, encode_pad_s=2.0))
+    rows = [json.loads(line) for line in (evalset / "manifest.jsonl").read_text().splitlines()][::23]
+    requests = []
+    for i, row in enumerate(rows):
+        audio = read_wav(evalset / row["audio"]).samples
+        words = str(row["text_norm"]).split()
+        # a streaming decode: the committed words before the window as the prompt, the first
+        # ones still inside it forced; one row plain
+        prompt, forced = (" ".join(words[:2]), " ".join(words[:2])) if i % 2 else ("", "")
+        requests.append(DecodeRequest(audio, prompt=prompt, forced=forced, offset=float(i)))
+    plain = engine.transcribe(requests)
+    engine.decoder.steps = StaticSteps(engine.model, engine.decoder.alignment_heads, max_batch=8, graphs=False)
+    static = engine.transcribe(requests)
+    assert engine.decoder.steps.size == 8  # the batch was padded up to its bucket
+    for a, b in zip(plain, static, strict=True):
+        assert a.text == b.text and a.text
+        assert a.avg_logprob == pytest.approx(b.avg_logprob, abs=1e-4)
+        for wa, wb in zip(a.words, b.words, strict=True):
+            assert (wa.start, wa.end) == pytest.approx((wb.start, wb.end), abs=0.021)
+            assert wa.probability == pytest.approx(wb.probability, abs=1e-3)
