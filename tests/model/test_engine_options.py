@@ -55,9 +55,10 @@ def test_static_cache_decodes_what_the_growing_cache_does(evalset: Path) -> None
         prompt, forced = (" ".join(words[:2]), " ".join(words[:2])) if i % 2 else ("", "")
         requests.append(DecodeRequest(audio, prompt=prompt, forced=forced, offset=float(i)))
     plain = engine.transcribe(requests)
-    engine.decoder.steps = StaticSteps(engine.model, engine.decoder.alignment_heads, max_batch=8, graphs=False)
+    steps = StaticSteps(engine.model, engine.decoder.alignment_heads, max_batch=8, graphs=False)
+    engine.decoder.steps = steps
     static = engine.transcribe(requests)
-    assert engine.decoder.steps.size == 8  # the batch was padded up to its bucket
+    assert steps.size == 8  # the batch was padded up to its bucket
     for a, b in zip(plain, static, strict=True):
         assert a.text == b.text and a.text
         assert a.avg_logprob == pytest.approx(b.avg_logprob, abs=1e-4)
