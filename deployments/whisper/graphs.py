@@ -145,7 +145,7 @@ class StaticSteps:
         return self.graphs[size]
 
     def _capture(self, size: int) -> tuple[torch.cuda.CUDAGraph, Tensor, Tensor]:
-        side = torch.cuda.Stream(self.device)
+        side = torch.cuda.Stream(self.device)  # type: ignore[no-untyped-call]
         side.wait_stream(torch.cuda.current_stream(self.device))
         # the warm-up runs compute this very step (its inputs are loaded), so what they
         # write to the cache is what the replay writes
