@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: setup setup-browser demo serve test lint unit fuzz bench bench-failover bench-capacity clean
+.PHONY: setup setup-browser setup-speech demo serve test lint unit fuzz bench bench-failover bench-capacity clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ setup-browser:
 	command -v chromium >/dev/null && command -v chromedriver >/dev/null \
 	  || (apt-get update -qq && apt-get install -y -qq chromium chromium-driver)
 
+# synthetic speech for the tests that need words no recording has (tests/speech.py: spoken
+# voice-assistant commands for the utterance-hook test)
+setup-speech:
+	command -v espeak-ng >/dev/null || (apt-get update -qq && apt-get install -y -qq espeak-ng)
+
 demo: setup  ## start local Ray + Serve, stream the bundled sample live, print partials/finals
 	$(BIN)/python -m deployments.local demo
 
@@ -43,7 +48,7 @@ lint: setup
 unit: setup
 	$(BIN)/python -m pytest tests/unit -q
 
-test: lint setup-browser  ## lint, types, then every test tier (unit, model, e2e, helm chart)
+test: lint setup-browser setup-speech  ## lint, types, then every test tier (unit, model, e2e, helm chart)
 	$(BIN)/python -m pytest -q --durations=10
 
 test-slow: setup  ## the slow tier: every evalset clip streamed through the policy (~15 min)

@@ -11,6 +11,7 @@ from ray.serve import Application
 from cluster.serve_config import load_serve_config
 from deployments.asr import ASRModel
 from deployments.config import EngineConfig
+from deployments.hooks import load_handler
 from deployments.ingress import Ingress, IngressConfig
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "ray_config.yaml"
@@ -42,7 +43,12 @@ def compose(
     a = args if isinstance(args, AppArgs) else AppArgs.model_validate(args or {})
     opts = options or {}
     asr = ASRModel.options(**opts.get("ASRModel", {})).bind(a.engine.model_dump())  # type: ignore[attr-defined]
+    # each utterance handler is a deployment of this app, named as its class
+    hooks = {}
+    for name, path in a.ingress.hooks.handlers.items():
+        handler = load_handler(path)
+        hooks[name] = handler.options(**opts.get(handler.name, {})).bind()
     app: Application = Ingress.options(**opts.get("Ingress", {})).bind(  # type: ignore[attr-defined]
-        asr, a.ingress.model_dump()
+        asr, a.ingress.model_dump(), hooks
     )
     return app

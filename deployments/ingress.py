@@ -25,6 +25,7 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 from deployments import deepgram, memory, metrics, web
 from deployments.archive import ArchiveConfig, ArchiveWriter
 from deployments.auth import ANONYMOUS, AuthConfig, KeyRing, Principal, accepted_subprotocol, check_origin
+from deployments.hooks import Hooks, HooksConfig
 from deployments.key_leases import KeyLeases
 from deployments.session import Deadlines, StreamSession, Transport
 from deployments.store import SessionStore, StoreConfig
@@ -78,6 +79,8 @@ class IngressConfig(BaseModel):
     store: StoreConfig = StoreConfig()
     # completed sessions' transcripts as a Parquet dataset (docs/archive.md); uri None: off
     archive: ArchiveConfig = ArchiveConfig()
+    # utterance handlers a session may name in start.hook (deployments/hooks.py)
+    hooks: HooksConfig = HooksConfig()
 
 
 class _SocketTransport:
@@ -111,8 +114,14 @@ app = FastAPI(title="rayscribe", docs_url=None, redoc_url=None, openapi_url=None
 @serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=128)
 @serve.ingress(app)
 class Ingress:
-    def __init__(self, asr: DeploymentHandle[Any], config: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        asr: DeploymentHandle[Any],
+        config: dict[str, Any] | None = None,
+        hooks: dict[str, DeploymentHandle[Any]] | None = None,
+    ) -> None:
         self.asr = asr
+        self.hook_handles = hooks or {}
         memory.tune_allocator()
         self.config = IngressConfig.model_validate(config or {})
         q = self.config.limits
@@ -134,6 +143,7 @@ class Ingress:
         self.store = SessionStore(self.config.store, owner=ray.get_runtime_context().get_actor_name() or "")
         archive = self.config.archive
         self.archive = ArchiveWriter(archive) if archive.uri is not None else None
+        self.hooks = Hooks(self.config.hooks, self._call_hook) if self.hook_handles else None
         self.sessions: set[StreamSession] = set()
         self.per_key: Counter[str] = Counter()  # this replica's streams per key
         self.key_leases = KeyLeases(self.store)  # the key's streams on every replica
@@ -226,6 +236,7 @@ class Ingress:
             self.deadlines,
             principal.key_id if principal.authenticated else "",
             self.archive,
+            self.hooks,
         )
         self.sessions.add(session)
         self.per_key[principal.key_id] += 1
@@ -292,6 +303,10 @@ class Ingress:
         for text in refusal.data_to_send():
             await transport.send_text(text)
         await transport.close(refusal.close_code or error.close_code)
+
+    async def _call_hook(self, name: str, utterance: dict[str, Any]) -> object:
+        reply: object = await self.hook_handles[name].remote(utterance)
+        return reply
 
     async def _decode(self, request: DecodeRequest) -> Hypothesis:
         """Decode on any ASR replica; a dead or restarting one delays the stream (retried with

@@ -22,6 +22,7 @@ import numpy as np
 
 from deployments import metrics
 from deployments.archive import ArchivedSession, ArchiveWriter
+from deployments.hooks import Hooks, SessionHook, utterance_of
 from deployments.session_state import SessionWriter
 from deployments.store import NewSession, Progress, SessionStore, hash_token
 from deployments.streaming import LocalAgreement, PolicyConfig, Update
@@ -37,6 +38,7 @@ from ingest.errors import (
     RayscribeError,
     SlowConsumer,
     StoreUnavailable,
+    UnknownHook,
 )
 from ingest.protocol import (
     AudioEvent,
@@ -93,8 +95,12 @@ class StreamSession:
         deadlines: Deadlines | None = None,
         principal: str = "",
         archive: ArchiveWriter | None = None,
+        hooks: Hooks | None = None,
     ) -> None:
         self.session_id = session_id
+        self.hooks = hooks  # the utterance handlers this server offers
+        self.hook: SessionHook | None = None  # the one this session named (start.hook)
+        self._utterance_from = 0  # index in self.finals where the open utterance begins
         self.deadlines = deadlines or Deadlines()
         self.principal = principal  # the API key id: a resume must present the same one
         self.dropped_partials = 0  # superseded partials never sent to a client behind
@@ -162,6 +168,8 @@ class StreamSession:
             for task in (self._worker, self._fault_wait):
                 if task is not None:
                     task.cancel()
+            if self.hook is not None:
+                self.hook.cancel()
             if self.writer is not None:
                 # a dropped connection: keep what is committed; the session stays resumable
                 await self.writer.stop()
@@ -203,6 +211,7 @@ class StreamSession:
 
     async def _on_event(self, event: Event) -> None:
         if isinstance(event, StartEvent):
+            self._start_hook()
             token = await self._start_writer(event.config)
             ready = m.Ready(session_id=self.session_id, protocol=event.config.protocol, resume_token=token)
             self.protocol.send(ready)
@@ -211,6 +220,7 @@ class StreamSession:
             self._worker = asyncio.create_task(self._decode_loop())
         elif isinstance(event, ResumeEvent):
             await self._resume(event.request)
+            self._start_hook()
             self.meter.started(resumed=True)
             self._worker = asyncio.create_task(self._decode_loop())
         elif isinstance(event, AudioEvent):
@@ -220,6 +230,9 @@ class StreamSession:
             self.protocol.send(m.Flushed(audio_end=round(self.policy.audio_end, 3)))
         elif isinstance(event, CloseEvent):
             await self._flush()
+            if self.hook is not None:  # the last utterance's answer comes before `closed`
+                await self._utterance_done()
+                await self.hook.finish()
             # a fenced writer: another connection holds the session and finishes it
             self._closed_by_client = self.writer is None or await self.writer.close()
             self.protocol.send_closed(self._summary())
@@ -268,6 +281,29 @@ class StreamSession:
         words_end = self.policy.committed_end
         last = min(words_end, event.voice_end + CHUNK_S) if words_end > event.began else event.voice_end
         self.protocol.send(m.UtteranceEnd(last_word_end=round(last, 3)))
+        await self._utterance_done()
+
+    def _start_hook(self) -> None:
+        """The handler named by start.hook (a resume names it again through the stored start)."""
+        name = self.protocol.config.hook if self.protocol.config is not None else None
+        if name is None:
+            return
+        if self.hooks is None:
+            raise UnknownHook("this server offers no hooks")
+        self.hooks.check(name)
+        self.hook = SessionHook(self.hooks, name, self._hook_answered)
+
+    async def _utterance_done(self) -> None:
+        """The finals since the last utterance end are one utterance: to the hook."""
+        finals = self.finals[self._utterance_from :]
+        self._utterance_from = len(self.finals)
+        if self.hook is not None and finals:
+            await self.hook.submit(utterance_of(self.session_id, finals))
+
+    async def _hook_answered(self, message: m.HookResult | m.HookError) -> None:
+        if self.protocol.state < State.CLOSED:
+            self.protocol.send(message)
+            await self._pump()
 
     async def _start_writer(self, config: m.Start) -> str | None:
         """A v1.1 session with a store is durable: create it, return its resume token."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import shutil
 import sys
@@ -68,6 +69,10 @@ def describe(message: m.AnyServerMessage | ClientEvent) -> str | None:
         return f"[speech started] {message.timestamp:.2f}s"
     if isinstance(message, m.UtteranceEnd):
         return f"[utterance end] last word ended {message.last_word_end:.2f}s"
+    if isinstance(message, m.HookResult):
+        return f"[{message.hook}] {message.utterance.text!r} -> {json.dumps(message.result)}"
+    if isinstance(message, m.HookError):
+        return f"[{message.hook} error] {message.code}: {message.message}"
     if isinstance(message, m.Error):
         return f"[error] {message.code}: {message.message}"
     if isinstance(message, m.Closed):
@@ -145,11 +150,18 @@ async def run_stream(
 
 
 def stream_main(
-    url: str, path: Path, fast: bool, interim: bool, out: TextIO | None = None, vad_events: bool = False
+    url: str,
+    path: Path,
+    fast: bool,
+    interim: bool,
+    out: TextIO | None = None,
+    vad_events: bool = False,
+    hook: str | None = None,
 ) -> StreamResult:
     """Stream an audio file at real-time pace (unless ``fast``)."""
     audio = load_file(path)
-    options = StreamOptions(realtime=not fast, interim_results=interim, vad_events=vad_events)
+    events = vad_events or hook is not None
+    options = StreamOptions(realtime=not fast, interim_results=interim, vad_events=events, hook=hook)
     source = paced(audio.samples, audio.sample_rate, options)
     return asyncio.run(run_stream(url, source, audio.sample_rate, options, view_for(out or sys.stdout)))
 
@@ -162,9 +174,11 @@ def stdin_main(
     interim: bool,
     out: TextIO | None = None,
     vad_events: bool = False,
+    hook: str | None = None,
 ) -> StreamResult:
     """Stream raw PCM from stdin as it arrives (a live pipe paces itself)."""
-    options = StreamOptions(interim_results=interim, vad_events=vad_events)
+    events = vad_events or hook is not None
+    options = StreamOptions(interim_results=interim, vad_events=events, hook=hook)
     source = read_pcm(sys.stdin.buffer, ENCODINGS[encoding], channels)
     return asyncio.run(run_stream(url, source, rate, options, view_for(out or sys.stdout)))
 
@@ -214,6 +228,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="show when speech starts and utterances end (voice activity)",
     )
+    parser.add_argument(
+        "--hook",
+        default=None,
+        help="send each utterance to this server-side handler (e.g. intents) and show its "
+        "answers (turns on --vad-events)",
+    )
     args = parser.parse_args(argv)
     if args.output is not None and args.format is None:
         parser.error("--output needs --format")
@@ -225,11 +245,19 @@ def main(argv: list[str] | None = None) -> int:
         if args.audio == "-":
             interim = not args.no_interim
             result = stdin_main(
-                args.url, args.rate, args.encoding, args.channels, interim, view_out, args.vad_events
+                args.url,
+                args.rate,
+                args.encoding,
+                args.channels,
+                interim,
+                view_out,
+                args.vad_events,
+                args.hook,
             )
         else:
+            interim = not args.no_interim
             result = stream_main(
-                args.url, Path(args.audio), args.fast, not args.no_interim, view_out, args.vad_events
+                args.url, Path(args.audio), args.fast, interim, view_out, args.vad_events, args.hook
             )
         if args.format is not None:
             write_transcript(result, args.format, args.output)

@@ -106,6 +106,9 @@ class StreamOptions:
     # voice-activity events: speech_started / utterance_end, and speech_final on finals
     vad_events: bool = False
     utterance_end_ms: int | None = None  # with vad_events: the server's default (1000) if None
+    # a handler the server offers that gets each utterance (needs vad_events); its answers
+    # arrive as hook_result / hook_error messages
+    hook: str | None = None
     open_timeout_s: float = 30.0
     resume: bool = True  # speak v1.1: resume the session after a dropped connection
     replay_buffer_s: float = 60.0  # unacknowledged audio kept for a resume
@@ -130,6 +133,7 @@ class StreamResult:
     gaps: list[AudioGap] = field(default_factory=list)
     # vad_events: speech_started and utterance_end, in order, with their arrival times
     voice: list[tuple[float, m.SpeechStarted | m.UtteranceEnd]] = field(default_factory=list)
+    hooks: list[m.HookResult | m.HookError] = field(default_factory=list)  # start.hook's answers
     started_at: float = 0.0
     finished_at: float = 0.0
 
@@ -146,6 +150,8 @@ class StreamResult:
             self.partials.append((at, message))
         elif isinstance(message, m.SpeechStarted | m.UtteranceEnd):
             self.voice.append((at, message))
+        elif isinstance(message, m.HookResult | m.HookError):
+            self.hooks.append(message)
         elif isinstance(message, m.Closed):
             self.summary = message.summary
         elif isinstance(message, m.Error):
@@ -189,6 +195,7 @@ class _Session:
             protocol=protocol,
             vad_events=opts.vad_events,
             utterance_end_ms=opts.utterance_end_ms if opts.vad_events else None,
+            hook=opts.hook,
         )
         self.client = ClientProtocol(start)
         self.buffer = ReplayBuffer(rate, opts.replay_buffer_s)

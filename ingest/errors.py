@@ -23,6 +23,9 @@
     ├── ResumeConflict           another connection resumed it       close 4409
     ├── StoreUnavailable         session store (Redis) unreachable   close 4503
     ├── StateLost                the store lost a session's tail     (internal: healed)
+    ├── UnknownHook              start.hook names no offered handler close 4422
+    ├── HookFailed               a hook raised / answered no object  (hook_error, no close)
+    │   └── HookTimeout          a hook did not answer in time       (hook_error, no close)
     ├── Overloaded               server cannot take the stream now   close 1013
     ├── ConfigError              bad configuration value             (not a close)
     ├── ModelError               the ASR model failed to load / run  close 1011
@@ -188,6 +191,26 @@ class StateLost(RayscribeError):
     def __init__(self, message: str, next_seq: int) -> None:
         super().__init__(message)
         self.next_seq = next_seq  # the first seq the store does not hold
+
+
+class UnknownHook(RayscribeError):
+    """``start.hook`` names a handler this server does not offer."""
+
+    code = "unknown_hook"
+    close_code = 4422
+
+
+class HookFailed(RayscribeError):
+    """An utterance hook raised or answered something that is not a JSON object; sent as a
+    ``hook_error`` message, the stream goes on (close_code unused)."""
+
+    code = "hook_failed"
+
+
+class HookTimeout(HookFailed):
+    """An utterance hook did not answer in time."""
+
+    code = "hook_timeout"
 
 
 class Overloaded(RayscribeError):

@@ -5,7 +5,7 @@ Every JSON message has a ``type`` discriminator.  Audio travels as binary frames
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
@@ -15,6 +15,7 @@ PROTOCOL_V1_1: Protocol = "v1.1"  # adds resume: resume_token, ack, resume/resum
 Encoding = Literal["pcm_s16le", "f32le"]
 # start.utterance_end_ms: shorter cuts utterances at breath pauses, longer delays a voice reply
 UTTERANCE_END_MIN_MS, UTTERANCE_END_DEFAULT_MS, UTTERANCE_END_MAX_MS = 500, 1000, 5000
+HOOK_NAME = r"^[A-Za-z][A-Za-z0-9_-]{0,63}$"
 
 
 class _Message(BaseModel):
@@ -43,17 +44,23 @@ class Start(_Message):
     vad_events: bool = False
     # silence after speech that ends an utterance (only with vad_events; None: the default)
     utterance_end_ms: int | None = Field(None, ge=UTTERANCE_END_MIN_MS, le=UTTERANCE_END_MAX_MS)
+    # a server-side handler (one the server lists) that gets each completed utterance; its
+    # replies come back as hook_result messages (needs vad_events: they end utterances)
+    hook: str | None = Field(None, pattern=HOOK_NAME)
 
     @model_validator(mode="after")
-    def _utterance_end_needs_events(self) -> Start:
+    def _utterance_options_need_events(self) -> Start:
         if self.utterance_end_ms is not None and not self.vad_events:
             raise ValueError("utterance_end_ms needs vad_events: true")
+        if self.hook is not None and not self.vad_events:
+            raise ValueError("hook needs vad_events: true (voice activity ends each utterance)")
         return self
 
     def to_json(self) -> str:
-        """The message as sent and stored: the vad_events fields only when asked for, so an
-        older server (a rolling upgrade, a resume on an old replica) still accepts it."""
-        return self.model_dump_json(exclude=None if self.vad_events else {"vad_events", "utterance_end_ms"})
+        """The message as sent and stored: the opt-in fields only when asked for, so an older
+        server (a rolling upgrade, a resume on an old replica) still accepts it."""
+        unset = {"vad_events", "utterance_end_ms"} if not self.vad_events else set()
+        return self.model_dump_json(exclude=unset | ({"hook"} if self.hook is None else set()))
 
     @property
     def utterance_end_s(self) -> float:
@@ -149,6 +156,36 @@ class UtteranceEnd(_ServerMessage):
     last_word_end: float  # stream seconds where the utterance's last word (or its speech) ended
 
 
+class Utterance(_ServerMessage):
+    """A completed utterance (hooks): the text of finals ``seq_from``..``seq_to``."""
+
+    session_id: str
+    seq_from: int
+    seq_to: int
+    text: str
+    start: float
+    end: float
+
+
+class HookResult(_ServerMessage):
+    """The session's hook answered an utterance: ``result`` is the handler's JSON object."""
+
+    type: Literal["hook_result"] = "hook_result"
+    hook: str
+    utterance: Utterance
+    result: dict[str, Any]
+
+
+class HookError(_ServerMessage):
+    """The hook failed on an utterance (``hook_failed``, ``hook_timeout``); the stream goes on."""
+
+    type: Literal["hook_error"] = "hook_error"
+    hook: str
+    utterance: Utterance
+    code: str
+    message: str
+
+
 class Flushed(_ServerMessage):
     """Sent after every ``finalize``: all audio up to ``audio_end`` has been committed."""
 
@@ -211,6 +248,8 @@ AnyServerMessage = (
     | Final
     | SpeechStarted
     | UtteranceEnd
+    | HookResult
+    | HookError
     | Flushed
     | Ack
     | Reconnect
