@@ -245,7 +245,9 @@ class ArchiveWriter:
         for attempt in range(self.config.retries + 1):
             try:
                 # pyarrow blocks: off the event loop, which serves every stream of this replica
-                await asyncio.to_thread(write_table, table, session.session_id, filesystem, root)
+                # a multi-channel session is a file per channel: {id}, {id}-c1, {id}-c2, ...
+                name = session.session_id + (f"-c{session.channel}" if session.channel else "")
+                await asyncio.to_thread(write_table, table, name, filesystem, root)
             except Exception as e:  # any failure of a filesystem: OSError, ArrowException, ...
                 if attempt == self.config.retries:
                     self.failed += 1

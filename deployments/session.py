@@ -22,6 +22,7 @@ import numpy as np
 
 from deployments import metrics
 from deployments.archive import ArchivedSession, ArchiveWriter
+from deployments.channels import ChannelSet, ChannelTransport
 from deployments.hooks import Hooks, SessionHook, utterance_of
 from deployments.session_state import SessionWriter
 from deployments.store import NewSession, Progress, SessionStore, hash_token
@@ -96,8 +97,13 @@ class StreamSession:
         principal: str = "",
         archive: ArchiveWriter | None = None,
         hooks: Hooks | None = None,
+        channel: int | None = None,
     ) -> None:
         self.session_id = session_id
+        # which channel of a multi-channel session this one transcribes (None: a session of
+        # its own; the metrics count sessions, not channels)
+        self.channel = channel
+        self.channels: ChannelSet | None = None  # a multi-channel session's channel sessions
         self.hooks = hooks  # the utterance handlers this server offers
         self.hook: SessionHook | None = None  # the one this session named (start.hook)
         self._utterance_from = 0  # index in self.finals where the open utterance begins
@@ -170,12 +176,15 @@ class StreamSession:
                     task.cancel()
             if self.hook is not None:
                 self.hook.cancel()
+            if self.channels is not None:
+                self.channels.cancel()
             if self.writer is not None:
                 # a dropped connection: keep what is committed; the session stays resumable
                 await self.writer.stop()
             async with self._send_lock:
                 pass  # a close started by the decode loop or the writer finishes first
-            self.meter.ended(self.protocol.close_code, self.protocol.error)
+            if self.channel is None:
+                self.meter.ended(self.protocol.close_code, self.protocol.error)
             self._done.set()
             await self._archive_if_complete()
 
@@ -210,24 +219,37 @@ class StreamSession:
         self._faulted.set()
 
     async def _on_event(self, event: Event) -> None:
-        if isinstance(event, StartEvent):
+        if isinstance(event, StartEvent) and event.config.channels > 1:
+            self._start_channels(event.config)
+        elif isinstance(event, StartEvent):
             self._start_hook()
             token = await self._start_writer(event.config)
             ready = m.Ready(session_id=self.session_id, protocol=event.config.protocol, resume_token=token)
             self.protocol.send(ready)
             self._start_vad()
-            self.meter.started(resumed=False)
+            if self.channel is None:
+                self.meter.started(resumed=False)
             self._worker = asyncio.create_task(self._decode_loop())
         elif isinstance(event, ResumeEvent):
             await self._resume(event.request)
             self._start_hook()
             self.meter.started(resumed=True)
             self._worker = asyncio.create_task(self._decode_loop())
+        elif isinstance(event, AudioEvent) and self.channels is not None:
+            self.channels.feed(event.samples)
         elif isinstance(event, AudioEvent):
             await self._on_audio(event.samples)
         elif isinstance(event, FinalizeEvent):
-            await self._flush()
-            self.protocol.send(m.Flushed(audio_end=round(self.policy.audio_end, 3)))
+            end = await self.channels.finalize() if self.channels is not None else None
+            if end is None:
+                await self._flush()
+                end = self.policy.audio_end
+            self.protocol.send(m.Flushed(audio_end=round(end, 3)))
+        elif isinstance(event, CloseEvent) and self.channels is not None:
+            transcript, summary = await self.channels.close()
+            self._closed_by_client = True
+            self.protocol.send(transcript)
+            self.protocol.send_closed(summary)
         elif isinstance(event, CloseEvent):
             await self._flush()
             if self.hook is not None:  # the last utterance's answer comes before `closed`
@@ -283,15 +305,50 @@ class StreamSession:
         self.protocol.send(m.UtteranceEnd(last_word_end=round(last, 3)))
         await self._utterance_done()
 
+    def _start_channels(self, config: m.Start) -> None:
+        """A multi-channel session: a channel session per channel (deployments/channels.py)."""
+        limits = dataclasses.replace(self.protocol.limits, max_frame_bytes=1 << 30)  # fed by us
+        # the parent enforces the client's deadlines; a channel session is never idle on its own
+        deadlines = dataclasses.replace(self.deadlines, idle_s=1e9, handshake_s=1e9)
+
+        def make(channel: int, transport: ChannelTransport) -> StreamSession:
+            return StreamSession(
+                self.session_id,
+                transport,
+                self.decode,
+                self.policy.config,
+                limits,
+                deadlines=deadlines,
+                principal=self.principal,
+                archive=self.archive,
+                hooks=self.hooks,
+                channel=channel,
+            )
+
+        if config.hook is not None:  # refused before anything starts, as for one channel
+            self._check_hook(config.hook)
+        self.channels = ChannelSet(config, make, self._relay, self._report)
+        ready = m.Ready(session_id=self.session_id, protocol=config.protocol, channels=config.channels)
+        self.protocol.send(ready)
+        self.meter.started(resumed=False)
+
+    async def _relay(self, message: m.AnyServerMessage) -> None:
+        """A channel session's message (``channel`` set) to the client."""
+        if self.protocol.state < State.CLOSED:
+            self.protocol.send(message)
+            await self._pump()
+
     def _start_hook(self) -> None:
         """The handler named by start.hook (a resume names it again through the stored start)."""
         name = self.protocol.config.hook if self.protocol.config is not None else None
-        if name is None:
-            return
+        if name is not None:
+            self.hook = SessionHook(self._check_hook(name), name, self._hook_answered)
+
+    def _check_hook(self, name: str) -> Hooks:
         if self.hooks is None:
             raise UnknownHook("this server offers no hooks")
         self.hooks.check(name)
-        self.hook = SessionHook(self.hooks, name, self._hook_answered)
+        return self.hooks
 
     async def _utterance_done(self) -> None:
         """The finals since the last utterance end are one utterance: to the hook."""
@@ -496,7 +553,8 @@ class StreamSession:
         """Hand a complete session to the archive, once (when: ``archive.submit_ended``)."""
         if self.archive is not None:
             durable = self.store if self.writer is not None else None
-            ended = ArchivedSession(self.session_id, self.created, self.principal or None, self.finals)
+            key = self.principal or None
+            ended = ArchivedSession(self.session_id, self.created, key, self.finals, self.channel or 0)
             await self.archive.submit_ended(ended, durable, closed=self._closed_by_client)
 
     def _send(self, message: m.Final | m.Partial) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import shutil
@@ -60,11 +61,13 @@ def describe(message: m.AnyServerMessage | ClientEvent) -> str | None:
         return f"[gap] audio {message.start_s:.2f}-{message.end_s:.2f}s was lost (replay buffer full)"
     if isinstance(message, m.Ready):
         return f"[ready] session {message.session_id}"
+    channel = getattr(message, "channel", None)
+    tag = f"[ch{channel}] " if channel is not None else ""
     if isinstance(message, m.Partial):
-        return f"  partial  ~{message.audio_end:6.2f}s  {message.text}"
+        return f"  {tag}partial  ~{message.audio_end:6.2f}s  {message.text}"
     if isinstance(message, m.Final):
         end = "  [speech_final]" if message.speech_final else ""
-        return f"FINAL  {message.start:6.2f}-{message.end:6.2f}s  {message.text}{end}"
+        return f"{tag}FINAL  {message.start:6.2f}-{message.end:6.2f}s  {message.text}{end}"
     if isinstance(message, m.SpeechStarted):
         return f"[speech started] {message.timestamp:.2f}s"
     if isinstance(message, m.UtteranceEnd):
@@ -155,15 +158,19 @@ def stream_main(
     fast: bool,
     interim: bool,
     out: TextIO | None = None,
-    vad_events: bool = False,
-    hook: str | None = None,
+    options: StreamOptions | None = None,
 ) -> StreamResult:
-    """Stream an audio file at real-time pace (unless ``fast``)."""
-    audio = load_file(path)
-    events = vad_events or hook is not None
-    options = StreamOptions(realtime=not fast, interim_results=interim, vad_events=events, hook=hook)
-    source = paced(audio.samples, audio.sample_rate, options)
-    return asyncio.run(run_stream(url, source, audio.sample_rate, options, view_for(out or sys.stdout)))
+    """Stream an audio file at real-time pace (unless ``fast``); ``options``: more of them
+    (events, hook, channels: a multi-channel session sends the file's channels apart)."""
+    base = options or StreamOptions()
+    audio = load_file(path, keep_channels=base.channels > 1)
+    samples = audio.samples
+    channels = samples.shape[1] if samples.ndim == 2 else 1
+    if channels == 1:  # one channel: a plain session
+        samples = samples.reshape(-1)
+    opts = dataclasses.replace(base, realtime=not fast, interim_results=interim, channels=channels)
+    source = paced(samples, audio.sample_rate, opts)
+    return asyncio.run(run_stream(url, source, audio.sample_rate, opts, view_for(out or sys.stdout)))
 
 
 def stdin_main(
@@ -173,14 +180,16 @@ def stdin_main(
     channels: int,
     interim: bool,
     out: TextIO | None = None,
-    vad_events: bool = False,
-    hook: str | None = None,
+    options: StreamOptions | None = None,
 ) -> StreamResult:
-    """Stream raw PCM from stdin as it arrives (a live pipe paces itself)."""
-    events = vad_events or hook is not None
-    options = StreamOptions(interim_results=interim, vad_events=events, hook=hook)
-    source = read_pcm(sys.stdin.buffer, ENCODINGS[encoding], channels)
-    return asyncio.run(run_stream(url, source, rate, options, view_for(out or sys.stdout)))
+    """Stream raw PCM from stdin as it arrives (a live pipe paces itself); ``channels`` are
+    mixed down unless ``options.channels`` asks for them apart."""
+    opts = dataclasses.replace(options or StreamOptions(), interim_results=interim)
+    apart = opts.channels > 1
+    if apart:
+        opts = dataclasses.replace(opts, channels=channels)
+    source = read_pcm(sys.stdin.buffer, ENCODINGS[encoding], channels, mix=not apart)
+    return asyncio.run(run_stream(url, source, rate, opts, view_for(out or sys.stdout)))
 
 
 def write_transcript(result: StreamResult, fmt: captions.Format, output: str | None) -> None:
@@ -229,6 +238,12 @@ def main(argv: list[str] | None = None) -> int:
         help="show when speech starts and utterances end (voice activity)",
     )
     parser.add_argument(
+        "--multichannel",
+        action="store_true",
+        help="transcribe each channel of the file (or of --channels on stdin) on its own and "
+        "print the merged, channel-labelled transcript",
+    )
+    parser.add_argument(
         "--hook",
         default=None,
         help="send each utterance to this server-side handler (e.g. intents) and show its "
@@ -241,30 +256,28 @@ def main(argv: list[str] | None = None) -> int:
     view_out = sys.stderr if args.format is not None and args.output in (None, "-") else sys.stdout
     if args.api_key:  # every StreamOptions (and --procs children) read it from the env
         os.environ["RAYSCRIBE_API_KEY"] = args.api_key
+    options = StreamOptions(
+        vad_events=args.vad_events or args.hook is not None,
+        hook=args.hook,
+        channels=m.MAX_CHANNELS if args.multichannel else 1,  # the source's own count is used
+    )
+    interim = not args.no_interim
     try:
         if args.audio == "-":
-            interim = not args.no_interim
-            result = stdin_main(
-                args.url,
-                args.rate,
-                args.encoding,
-                args.channels,
-                interim,
-                view_out,
-                args.vad_events,
-                args.hook,
-            )
+            pcm = (args.rate, args.encoding, args.channels)
+            result = stdin_main(args.url, *pcm, interim, view_out, options)
         else:
-            interim = not args.no_interim
-            result = stream_main(
-                args.url, Path(args.audio), args.fast, interim, view_out, args.vad_events, args.hook
-            )
+            result = stream_main(args.url, Path(args.audio), args.fast, interim, view_out, options)
         if args.format is not None:
             write_transcript(result, args.format, args.output)
     except (OSError, RayscribeError) as e:
         print(f"rayscribe: {e}", file=sys.stderr)
         return 2
-    if args.format is None:
+    if args.format is None and result.transcript is not None:
+        print("\nTranscript:")
+        for seg in result.transcript.segments:
+            print(f"  [channel {seg.channel}] {seg.start:7.2f}-{seg.end:7.2f}s  {seg.text}")
+    elif args.format is None:
         print(f"\nTranscript: {result.text}")
     return 0 if result.error is None else 1
 

@@ -109,6 +109,9 @@ class StreamOptions:
     # a handler the server offers that gets each utterance (needs vad_events); its answers
     # arrive as hook_result / hook_error messages
     hook: str | None = None
+    # interleaved channels, each transcribed on its own (samples: (frames, channels)); such a
+    # session speaks v1 (not resumable yet) and ends with the merged transcript
+    channels: int = 1
     open_timeout_s: float = 30.0
     resume: bool = True  # speak v1.1: resume the session after a dropped connection
     replay_buffer_s: float = 60.0  # unacknowledged audio kept for a resume
@@ -134,6 +137,7 @@ class StreamResult:
     # vad_events: speech_started and utterance_end, in order, with their arrival times
     voice: list[tuple[float, m.SpeechStarted | m.UtteranceEnd]] = field(default_factory=list)
     hooks: list[m.HookResult | m.HookError] = field(default_factory=list)  # start.hook's answers
+    transcript: m.Transcript | None = None  # multi-channel: every channel's finals in time order
     started_at: float = 0.0
     finished_at: float = 0.0
 
@@ -152,6 +156,8 @@ class StreamResult:
             self.voice.append((at, message))
         elif isinstance(message, m.HookResult | m.HookError):
             self.hooks.append(message)
+        elif isinstance(message, m.Transcript):
+            self.transcript = message
         elif isinstance(message, m.Closed):
             self.summary = message.summary
         elif isinstance(message, m.Error):
@@ -187,7 +193,7 @@ class _Session:
 
     def __init__(self, url: str, rate: int, opts: StreamOptions, on_message: OnMessage | None) -> None:
         self.url, self.rate, self.opts, self.on_message = url, rate, opts, on_message
-        protocol = m.PROTOCOL_V1_1 if opts.resume else m.PROTOCOL_VERSION
+        protocol = m.PROTOCOL_V1_1 if opts.resume and opts.channels == 1 else m.PROTOCOL_VERSION
         start = m.Start(
             sample_rate=rate,
             encoding=opts.encoding,
@@ -196,6 +202,7 @@ class _Session:
             vad_events=opts.vad_events,
             utterance_end_ms=opts.utterance_end_ms if opts.vad_events else None,
             hook=opts.hook,
+            channels=opts.channels,
         )
         self.client = ClientProtocol(start)
         self.buffer = ReplayBuffer(rate, opts.replay_buffer_s)

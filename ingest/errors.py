@@ -240,3 +240,15 @@ class InternalError(RayscribeError):
 
 CLOSE_NORMAL = 1000
 CLOSE_SERVICE_RESTART = 1012  # the server is draining this replica: reconnect and resume
+
+
+def error_for_code(code: str, message: str) -> RayscribeError:
+    """The error of the tree whose ``code`` this is (a relayed ``error`` message), else an
+    internal error with that message."""
+    pending: list[type[RayscribeError]] = RayscribeError.__subclasses__()
+    while pending:
+        cls = pending.pop()
+        if cls.code == code:
+            return cls(message)
+        pending.extend(cls.__subclasses__())
+    return InternalError(message)

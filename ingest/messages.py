@@ -16,6 +16,7 @@ Encoding = Literal["pcm_s16le", "f32le"]
 # start.utterance_end_ms: shorter cuts utterances at breath pauses, longer delays a voice reply
 UTTERANCE_END_MIN_MS, UTTERANCE_END_DEFAULT_MS, UTTERANCE_END_MAX_MS = 500, 1000, 5000
 HOOK_NAME = r"^[A-Za-z][A-Za-z0-9_-]{0,63}$"
+MAX_CHANNELS = 8
 
 
 class _Message(BaseModel):
@@ -35,7 +36,8 @@ class Start(_Message):
     type: Literal["start"] = "start"
     sample_rate: int = Field(ge=8000, le=48000)
     encoding: Encoding = "pcm_s16le"
-    channels: Literal[1] = 1
+    # interleaved channels, each transcribed as its own stream (messages carry `channel`)
+    channels: int = Field(1, ge=1, le=MAX_CHANNELS)
     interim_results: bool = True
     # "v1.1": the session is resumable (ready carries a resume_token, the server sends acks)
     protocol: Protocol = PROTOCOL_VERSION
@@ -54,13 +56,16 @@ class Start(_Message):
             raise ValueError("utterance_end_ms needs vad_events: true")
         if self.hook is not None and not self.vad_events:
             raise ValueError("hook needs vad_events: true (voice activity ends each utterance)")
+        if self.channels > 1 and self.protocol != PROTOCOL_VERSION:
+            raise ValueError("a multi-channel session is not resumable yet: use protocol v1")
         return self
 
     def to_json(self) -> str:
         """The message as sent and stored: the opt-in fields only when asked for, so an older
         server (a rolling upgrade, a resume on an old replica) still accepts it."""
         unset = {"vad_events", "utterance_end_ms"} if not self.vad_events else set()
-        return self.model_dump_json(exclude=unset | ({"hook"} if self.hook is None else set()))
+        unset |= {"hook"} if self.hook is None else set()
+        return self.model_dump_json(exclude=unset)
 
     @property
     def utterance_end_s(self) -> float:
@@ -116,6 +121,7 @@ class Ready(_ServerMessage):
     protocol: str = PROTOCOL_VERSION
     sample_rate: int = 16000  # what the server transcribes at (it resamples)
     resume_token: str | None = None  # v1.1: present it in ``resume`` to continue this session
+    channels: int | None = None  # multi-channel sessions only: how many streams it carries
 
 
 class Partial(_ServerMessage):
@@ -126,6 +132,7 @@ class Partial(_ServerMessage):
     start: float
     end: float
     audio_end: float  # stream seconds of audio this hypothesis has seen
+    channel: int | None = None  # multi-channel sessions only: the channel (0-based) it is about
 
 
 class Final(_ServerMessage):
@@ -139,6 +146,7 @@ class Final(_ServerMessage):
     words: list[WordTiming]
     # vad_events sessions only (None is not sent): true on the final that closes an utterance
     speech_final: bool | None = None
+    channel: int | None = None  # multi-channel sessions only: the channel (0-based) it is about
 
 
 class SpeechStarted(_ServerMessage):
@@ -146,6 +154,7 @@ class SpeechStarted(_ServerMessage):
 
     type: Literal["speech_started"] = "speech_started"
     timestamp: float
+    channel: int | None = None  # multi-channel sessions only: the channel (0-based) it is about
 
 
 class UtteranceEnd(_ServerMessage):
@@ -154,6 +163,7 @@ class UtteranceEnd(_ServerMessage):
 
     type: Literal["utterance_end"] = "utterance_end"
     last_word_end: float  # stream seconds where the utterance's last word (or its speech) ended
+    channel: int | None = None  # multi-channel sessions only: the channel (0-based) it is about
 
 
 class Utterance(_ServerMessage):
@@ -174,6 +184,7 @@ class HookResult(_ServerMessage):
     hook: str
     utterance: Utterance
     result: dict[str, Any]
+    channel: int | None = None  # multi-channel sessions only: the channel (0-based) it is about
 
 
 class HookError(_ServerMessage):
@@ -184,6 +195,25 @@ class HookError(_ServerMessage):
     utterance: Utterance
     code: str
     message: str
+    channel: int | None = None  # multi-channel sessions only: the channel (0-based) it is about
+
+
+class Segment(_ServerMessage):
+    """One final of a multi-channel session's merged transcript."""
+
+    channel: int
+    seq: int
+    start: float
+    end: float
+    text: str
+
+
+class Transcript(_ServerMessage):
+    """Multi-channel sessions, before ``closed``: every channel's finals in time order (the
+    meeting transcript, a line per final labelled with its channel)."""
+
+    type: Literal["transcript"] = "transcript"
+    segments: list[Segment]
 
 
 class Flushed(_ServerMessage):
@@ -250,6 +280,7 @@ AnyServerMessage = (
     | UtteranceEnd
     | HookResult
     | HookError
+    | Transcript
     | Flushed
     | Ack
     | Reconnect

@@ -36,6 +36,7 @@ from ingest.errors import (
     RateLimited,
     RayscribeError,
     SessionTooLong,
+    UnsupportedAudio,
 )
 
 _BYTES_PER_SAMPLE = {"pcm_s16le": 2, "f32le": 4}
@@ -117,7 +118,7 @@ class ResumeEvent:
 
 @dataclass(frozen=True)
 class AudioEvent:
-    samples: np.ndarray  # float32, 16 kHz mono
+    samples: np.ndarray  # float32, 16 kHz: mono (n,), or one row per channel (channels, n)
 
 
 @dataclass(frozen=True)
@@ -142,7 +143,7 @@ class ServerProtocol:
         self.error: RayscribeError | None = None  # the error that ended the stream, if one did
         self._events: list[Event] = []
         self._out: list[str] = []
-        self._resampler: StreamResampler | None = None
+        self._resamplers: list[StreamResampler] = []  # one per channel, once started
         self._quota = _Quota(self.limits)
         self.stream_offset = 0.0  # stream seconds before this connection (a resume's offset)
 
@@ -243,22 +244,31 @@ class ServerProtocol:
     def _receive_bytes(self, data: bytes) -> None:
         if len(data) > self.limits.max_frame_bytes:
             raise MessageTooBig(f"audio frame of {len(data)} bytes is over {self.limits.max_frame_bytes}")
-        if self.state != State.STREAMING or self.config is None or self._resampler is None:
+        if self.state != State.STREAMING or self.config is None or not self._resamplers:
             before = "resumed" if self.state == State.RESUMING else "start"
             raise ProtocolError(f"audio before {before}")
+        channels = self.config.channels
+        frame = _BYTES_PER_SAMPLE[self.config.encoding] * channels
+        if len(data) % frame:
+            whole = f"a whole number of {channels}-channel samples"
+            raise UnsupportedAudio(f"a frame of {len(data)} bytes is not {whole}")
         # quotas are checked on the byte count, before the frame is decoded or buffered
-        seconds = len(data) / _BYTES_PER_SAMPLE[self.config.encoding] / self.config.sample_rate
+        seconds = len(data) / frame / self.config.sample_rate
         limit = self.limits.max_session_s
         if self.stream_offset + self._quota.audio_s + seconds > limit:
             raise SessionTooLong(f"a session may carry at most {limit:.0f} s of audio; start a new one")
         self._quota.audio(seconds, self._now)
-        samples = self._resampler.push(decode_pcm(data, self.config.encoding))
+        pcm = decode_pcm(data, self.config.encoding)
+        if channels == 1:
+            samples = self._resamplers[0].push(pcm)
+        else:  # interleaved: one row per channel (each resampler is fed the same length)
+            samples = np.stack([r.push(pcm[i::channels]) for i, r in enumerate(self._resamplers)])
         if samples.size:
             self._events.append(AudioEvent(samples))
 
     def _begin(self, config: m.Start) -> None:
         self.config = config
-        self._resampler = StreamResampler(config.sample_rate)
+        self._resamplers = [StreamResampler(config.sample_rate) for _ in range(config.channels)]
         self.state = State.STREAMING
 
     @property
@@ -275,11 +285,12 @@ class ServerProtocol:
         self._begin(config)
 
     def _flush_resampler(self) -> None:
-        if self._resampler is not None:
-            tail = self._resampler.flush()
-            self._resampler = StreamResampler(self._resampler.rate_in)
-            if tail.size:
-                self._events.append(AudioEvent(tail))
+        if not self._resamplers:
+            return
+        tails = [r.flush() for r in self._resamplers]
+        self._resamplers = [StreamResampler(r.rate_in) for r in self._resamplers]
+        if tails[0].size:
+            self._events.append(AudioEvent(tails[0] if len(tails) == 1 else np.stack(tails)))
 
     # --- output -----------------------------------------------------------------------
 

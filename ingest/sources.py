@@ -17,41 +17,48 @@ ENCODINGS = {"s16le": "pcm_s16le", "pcm_s16le": "pcm_s16le", "f32le": "f32le"}
 _WIDTH = {"pcm_s16le": 2, "f32le": 4}
 
 
-def load_file(path: str | Path) -> WavAudio:
-    """An audio file as float32 mono: decoded by PyAV; without PyAV, 16-bit WAV only."""
+def load_file(path: str | Path, keep_channels: bool = False) -> WavAudio:
+    """An audio file as float32 mono (or, ``keep_channels``, (frames, channels)): decoded by
+    PyAV; without PyAV, mono 16-bit WAV only."""
     try:
         import av  # noqa: F401
     except ImportError:
-        if Path(path).suffix.lower() == ".wav":
+        if Path(path).suffix.lower() == ".wav" and not keep_channels:
             return read_wav(path)
-        raise UnsupportedAudio(f"{path}: this format needs PyAV: pip install 'rayscribe[cli]'") from None
-    return decode_file(path)
+        raise UnsupportedAudio(f"{path}: this needs PyAV: pip install 'rayscribe[cli]'") from None
+    return decode_file(path, keep_channels=keep_channels)
 
 
-def decode_file(path: str | Path, rate: int = TARGET_RATE) -> WavAudio:
-    """Any audio file FFmpeg decodes -> float32 mono at ``rate`` (mixed down, resampled)."""
+def decode_file(path: str | Path, rate: int = TARGET_RATE, keep_channels: bool = False) -> WavAudio:
+    """Any audio file FFmpeg decodes -> float32 at ``rate`` (resampled): mono (mixed down),
+    or with ``keep_channels`` one column per channel, (frames, channels)."""
     import av
 
-    resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
-    parts: list[np.ndarray] = []
     try:
         with av.open(str(path)) as container:
             if not container.streams.audio:
                 raise UnsupportedAudio(f"{path}: no audio stream")
-            for frame in container.decode(container.streams.audio[0]):
-                parts += [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
-            parts += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]
+            stream = container.streams.audio[0]
+            channels = stream.channels if keep_channels else 1
+            layout = stream.layout.name if keep_channels else "mono"
+            # "flt" is packed: a frame's samples come interleaved, one row of frames x channels
+            resampler = av.AudioResampler(format="flt", layout=layout, rate=rate)
+            parts: list[np.ndarray] = []
+            for frame in container.decode(stream):
+                parts += [f.to_ndarray().reshape(-1, channels) for f in resampler.resample(frame)]
+            parts += [f.to_ndarray().reshape(-1, channels) for f in resampler.resample(None)]
     except av.FFmpegError as e:
         raise UnsupportedAudio(f"{path}: cannot decode ({e})") from e
-    samples = np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, np.float32)
-    return WavAudio(samples, rate)
+    samples = np.concatenate(parts).astype(np.float32) if parts else np.zeros((0, channels), np.float32)
+    return WavAudio(samples if keep_channels else samples.reshape(-1), rate)
 
 
 async def read_pcm(
-    stream: BinaryIO, encoding: str, channels: int = 1, chunk_bytes: int = 6400
+    stream: BinaryIO, encoding: str, channels: int = 1, chunk_bytes: int = 6400, mix: bool = True
 ) -> AsyncIterator[np.ndarray]:
-    """Raw interleaved PCM from a pipe (``arecord``, ``ffmpeg -f s16le -``) as float32 mono
-    chunks, as soon as the pipe delivers them (a blocking read runs off the event loop)."""
+    """Raw interleaved PCM from a pipe (``arecord``, ``ffmpeg -f s16le -``) as float32 chunks,
+    as soon as the pipe delivers them (a blocking read runs off the event loop): mono (mixed
+    down), or without ``mix`` (frames, channels)."""
     width = _WIDTH[encoding] * channels
     pending = b""
     read = getattr(stream, "read1", stream.read)  # read1: what the pipe has now, not a full chunk
@@ -62,7 +69,8 @@ async def read_pcm(
         pending += data
         whole = len(pending) - len(pending) % width  # a read may split a sample frame
         if whole:
-            yield _mono(decode_pcm(pending[:whole], encoding), channels)
+            samples = decode_pcm(pending[:whole], encoding)
+            yield _mono(samples, channels) if mix else samples.reshape(-1, channels)
             pending = pending[whole:]
     if pending:
         raise UnsupportedAudio(f"the input ended inside a sample frame ({len(pending)} bytes left)")

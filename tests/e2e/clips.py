@@ -27,10 +27,19 @@ class Clip:
 
 def short_clip(evalset: Path, min_s: float = 8.0, max_s: float = 11.0) -> Clip:
     rows = [json.loads(x) for x in (evalset / "manifest.jsonl").read_text().splitlines()]
-    row = next(r for r in rows if min_s <= float(r["duration_s"]) <= max_s)
+    return _clip(evalset, next(r for r in rows if min_s <= float(r["duration_s"]) <= max_s))
+
+
+def clip_by_id(evalset: Path, clip_id: str) -> Clip:
+    rows = [json.loads(x) for x in (evalset / "manifest.jsonl").read_text().splitlines()]
+    return _clip(evalset, next(r for r in rows if r["id"] == clip_id))
+
+
+def _clip(evalset: Path, row: dict[str, object]) -> Clip:
     path = evalset / str(row["audio"])
     from deployments.transcript import DecodeRequest
     from deployments.whisper.engine import WhisperEngine
 
     offline = WhisperEngine().transcribe([DecodeRequest(read_wav(path).samples)])[0].text
-    return Clip(path, str(row["text"]), float(row["duration_s"]), wer([str(row["text"])], [offline]))
+    duration = float(str(row["duration_s"]))
+    return Clip(path, str(row["text"]), duration, wer([str(row["text"])], [offline]))

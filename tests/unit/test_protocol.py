@@ -78,7 +78,12 @@ def test_finalize_and_keepalive() -> None:
         ('["start"]', "protocol_error", 1002),
         ('{"type": "start", "sample_rate": 16000, "encoding": "mp3"}', "protocol_error", 1002),
         ('{"type": "start", "sample_rate": 4000}', "protocol_error", 1002),
-        ('{"type": "start", "sample_rate": 16000, "channels": 2}', "protocol_error", 1002),
+        ('{"type": "start", "sample_rate": 16000, "channels": 9}', "protocol_error", 1002),
+        (
+            '{"type": "start", "sample_rate": 16000, "channels": 2, "protocol": "v1.1"}',
+            "protocol_error",
+            1002,
+        ),
         ('{"type": "start", "sample_rate": 16000, "bogus": 1}', "protocol_error", 1002),
     ],
 )
