@@ -409,11 +409,14 @@ class _Session:
         return bool(voice) and type(voice[-1][1]) is type(event)
 
     def _record(self, message: ServerMessage) -> None:
-        if isinstance(message, m.Final):
+        # a resume's repeats (one stream; a multi-channel session is not resumable: each channel
+        # numbers its finals and has its own voice events)
+        resumable = getattr(message, "channel", None) is None
+        if isinstance(message, m.Final) and resumable:
             if message.seq <= self.last_seq:
                 return  # already handed to the caller
             self.last_seq = message.seq
-        elif isinstance(message, m.SpeechStarted | m.UtteranceEnd) and self._repeats(message):
+        elif isinstance(message, m.SpeechStarted | m.UtteranceEnd) and resumable and self._repeats(message):
             return
         self.result.record(message, time.monotonic())
         self._emit(message)

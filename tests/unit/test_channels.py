@@ -117,3 +117,26 @@ def test_multi_channel_is_v1_only_and_at_most_eight() -> None:
         server = ServerProtocol()
         server.receive_text(json.dumps({"type": "start", "sample_rate": SR, **fields}))
         assert server.close_code == 1002
+
+
+def test_sdk_keeps_every_channel_s_finals_and_events() -> None:
+    """Each channel numbers its own finals and has its own voice events: the SDK's resume
+    de-duplication (one stream) must not drop channel 1's seq 0 after channel 0's."""
+    from ingest.client import StreamOptions, _Session
+
+    stream = _Session("ws://127.0.0.1:1/v1/stream", SR, StreamOptions(channels=2, vad_events=True), None)
+    start_msg = json.loads(stream.client.start_message())
+    assert start_msg["channels"] == 2 and start_msg["protocol"] == "v1"  # not resumable yet
+    heard = [
+        m.SpeechStarted(timestamp=0.1, channel=0),
+        m.SpeechStarted(timestamp=0.3, channel=1),
+        m.Final(seq=0, text="a", start=0.1, end=0.5, words=[], channel=0),
+        m.Final(seq=0, text="b", start=0.3, end=0.6, words=[], channel=1),
+        m.UtteranceEnd(last_word_end=0.5, channel=0),
+        m.UtteranceEnd(last_word_end=0.6, channel=1),
+        m.Final(seq=1, text="c", start=1.0, end=1.5, words=[], channel=1),
+    ]
+    for message in heard:
+        stream._record(message)
+    assert [(f.channel, f.seq) for f in stream.result.finals] == [(0, 0), (1, 0), (1, 1)]
+    assert len(stream.result.voice) == 4
