@@ -19,8 +19,10 @@ and counted (``rayscribe_archive_writes{outcome="failed"|"dropped"}``): never lo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,6 +71,10 @@ class ArchiveConfig(BaseModel):
     backoff_s: float = Field(1.0, gt=0.0)  # before the first retry; doubles each time
     max_backoff_s: float = Field(60.0, gt=0.0)
     max_queued: int = Field(1024, ge=1)  # sessions waiting to be written, per replica
+    # a resumable session whose client left without `close` is archived this far into its
+    # store TTL (unless resumed first); each replica looks for such sessions every sweep_s
+    abandoned_at: float = Field(0.8, gt=0.0, lt=1.0)
+    sweep_s: float = Field(5.0, gt=0.0)
 
 
 @dataclass(frozen=True)
@@ -153,6 +159,7 @@ class ArchiveWriter:
     _queue: asyncio.Queue[ArchivedSession] | None = field(default=None, init=False)
     _task: asyncio.Task[None] | None = field(default=None, init=False)
     _fs: tuple[pafs.FileSystem, str] | None = field(default=None, init=False)
+    _sweeper: asyncio.Task[None] | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         if self.config.uri is None:
@@ -178,7 +185,9 @@ class ArchiveWriter:
                 self.config.max_queued,
             )
 
-    async def submit_ended(self, ended: ArchivedSession, store: SessionStore | None, closed: bool) -> None:
+    async def submit_ended(
+        self, ended: ArchivedSession, store: SessionStore | None, closed: bool, epoch: int = 0
+    ) -> None:
         """A connection ended: archive its session if that completed it, exactly once.
 
         Without durable state (``store`` None: protocol v1, or no store) the session is
@@ -186,9 +195,11 @@ class ArchiveWriter:
         gone): nothing can resume it.  A durable (v1.1) session is complete only when its
         client ``closed`` it: a dropped, drained or failed connection leaves it resumable, and
         the one connection whose close the store accepted (a fenced write) archives every final
-        the store holds, earlier connections' included.  A durable session never closed is not
-        archived: it expires from the store after ``session_ttl_s`` (docs/archive.md)."""
+        the store holds, earlier connections' included.  A durable session left without
+        ``close`` (at ``epoch``) is archived by whichever replica's sweep finds it due, unless a
+        resume took it first (:meth:`sweep_abandoned`)."""
         if store is not None and not closed:
+            await self._abandoned(ended, store, epoch)
             return
         finals = {f.seq: f for f in ended.finals}
         created = ended.created
@@ -209,6 +220,37 @@ class ArchiveWriter:
         ordered = [finals[seq] for seq in sorted(finals)]
         self.submit(ArchivedSession(ended.session_id, created, ended.key_id, ordered, ended.channel))
 
+    async def _abandoned(self, ended: ArchivedSession, store: SessionStore, epoch: int) -> None:
+        due = time.time() + self.config.abandoned_at * store.config.session_ttl_s
+        try:
+            await store.mark_abandoned(ended.session_id, epoch, ended.key_id, due)
+        except StoreUnavailable:
+            log.error(
+                "session %s: NOT archived: its client left without close while the store is unreachable",
+                ended.session_id,
+            )
+            metrics.count_archive("dropped")
+            return
+        if self._sweeper is None or self._sweeper.done():
+            self._sweeper = asyncio.create_task(self._sweep_forever(store))
+
+    async def _sweep_forever(self, store: SessionStore) -> None:
+        while True:
+            await self.sleep(self.config.sweep_s)
+            with contextlib.suppress(StoreUnavailable):  # logged by the store; the next sweep retries
+                await self.sweep_abandoned(store)
+
+    async def sweep_abandoned(self, store: SessionStore, now: float | None = None) -> int:
+        """Archive every abandoned session that is due and was not resumed since; how many."""
+        archived = 0
+        for session_id, epoch, key_id in await store.claim_abandoned(time.time() if now is None else now):
+            if not await store.still_abandoned(session_id, epoch):
+                continue  # resumed (its new connection archives it) or closed
+            created, finals = await store.transcript(session_id)
+            self.submit(ArchivedSession(session_id, created or time.time(), key_id, finals))
+            archived += 1
+        return archived
+
     async def join(self) -> None:
         """Until every queued session is written or given up (tests, replica shutdown)."""
         if self._queue is not None:
@@ -222,8 +264,9 @@ class ArchiveWriter:
         except TimeoutError:
             left = self._queue.qsize() if self._queue is not None else 0
             log.error("archive: %d session(s) NOT archived: the replica stopped first", left)
-        if self._task is not None:
-            self._task.cancel()
+        for task in (self._task, self._sweeper):
+            if task is not None:
+                task.cancel()
 
     async def _run(self, queue: asyncio.Queue[ArchivedSession]) -> None:
         while True:

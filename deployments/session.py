@@ -555,7 +555,8 @@ class StreamSession:
             durable = self.store if self.writer is not None else None
             key = self.principal or None
             ended = ArchivedSession(self.session_id, self.created, key, self.finals, self.channel or 0)
-            await self.archive.submit_ended(ended, durable, closed=self._closed_by_client)
+            epoch = self.writer.epoch if self.writer is not None else 0
+            await self.archive.submit_ended(ended, durable, closed=self._closed_by_client, epoch=epoch)
 
     def _send(self, message: m.Final | m.Partial) -> None:
         if self._held is not None:

@@ -179,6 +179,14 @@ return 1
 """
 
 
+# KEYS: the abandoned set.  ARGV: now, limit.  Due entries, each taken by one caller only.
+_CLAIM = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, member in ipairs(due) do redis.call('ZREM', KEYS[1], member) end
+return due
+"""
+
+
 class SessionStore:
     """Async access to session state; every Redis failure surfaces as :class:`StoreUnavailable`."""
 
@@ -196,6 +204,7 @@ class SessionStore:
         self._sync = self.redis.register_script(_SYNC)
         self._resume = self.redis.register_script(_RESUME)
         self._close = self.redis.register_script(_CLOSE)
+        self._claim = self.redis.register_script(_CLAIM)
         self.available = True  # flips on the first failure, back on the first success
 
     def _keys(self, session_id: str) -> list[str]:
@@ -298,6 +307,28 @@ class SessionStore:
             pipe.lrange(finals_key, 0, -1)
             created, finals = await self.guarded("transcript", pipe.execute())
         return (float(created) if created else None), [m.Final.model_validate_json(f) for f in finals]
+
+    @property
+    def abandoned_key(self) -> str:
+        return f"{self.config.prefix}abandoned"
+
+    async def mark_abandoned(self, session_id: str, epoch: int, key_id: str | None, due: float) -> None:
+        """A durable session's connection ended without ``close``: unless a resume takes it
+        (a later epoch), it is archived at ``due`` (unix seconds), before it expires."""
+        member = json.dumps([session_id, epoch, key_id])
+        await self.guarded("mark_abandoned", self.redis.zadd(self.abandoned_key, {member: due}))
+
+    async def claim_abandoned(self, now: float, limit: int = 32) -> list[tuple[str, int, str | None]]:
+        """Abandoned sessions due by ``now`` as (session id, epoch it was abandoned at, key
+        id), each handed to one caller only."""
+        due = await self.guarded("claim_abandoned", self._claim(keys=[self.abandoned_key], args=[now, limit]))
+        return [(str(sid), int(epoch), key) for sid, epoch, key in (json.loads(x) for x in due)]
+
+    async def still_abandoned(self, session_id: str, epoch: int) -> bool:
+        """Nobody resumed or closed the session since it was abandoned at ``epoch``."""
+        hash_key = self._keys(session_id)[0]
+        held, state = await self.guarded("still_abandoned", self.redis.hmget(hash_key, "epoch", "state"))
+        return held is not None and int(held) == epoch and state != "closed"
 
     async def ttl(self, session_id: str) -> int:
         return int(await self.guarded("ttl", self.redis.ttl(self._keys(session_id)[0])))

@@ -9,6 +9,7 @@ import datetime as dt
 import json
 import logging
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -353,6 +354,8 @@ def test_a_resumed_session_is_archived_once_when_it_is_closed(tmp_path: Path, st
             b.push(CLOSE)
             await asyncio.wait_for(task_b, WAIT_S)
             await asyncio.wait_for(w.join(), 10)
+            # the first connection's drop marked it abandoned; the resume took it: no sweep archives it
+            assert await w.sweep_abandoned(s, now=time.time() + 3600) == 0
             return a_finals + sent_finals(b.sent), w
 
     client_view, w = asyncio.run(main())
@@ -360,6 +363,39 @@ def test_a_resumed_session_is_archived_once_when_it_is_closed(tmp_path: Path, st
     assert [x.word for f in client_view for x in f.words] == expected_words(8.0)
     assert_archive_equals(tmp_path, sid, client_view, None)
     assert w.written == 1
+
+
+def test_a_session_left_without_close_is_archived_once_by_one_sweep(
+    tmp_path: Path, store: StoreFactory
+) -> None:
+    """A v1.1 client that drops and never resumes: before the session expires, one replica's
+    sweep (of two, racing) archives every final the store holds; the mark is taken once."""
+    sid = uuid.uuid4().hex
+
+    async def main() -> tuple[list[m.Final], list[int], ArchiveWriter]:
+        w, other = writer(tmp_path), writer(tmp_path)
+        async with store() as s:
+            a = LiveSocket()
+            task = asyncio.create_task(
+                StreamSession(sid, a, resume_decoder, POLICY, Limits(), s, archive=w).run()
+            )
+            a.push(START_V1_1)
+            await a.feed(0.0, 4.0)
+            a.disconnect()
+            await asyncio.wait_for(task, WAIT_S)
+            assert await w.sweep_abandoned(s) == 0  # not due yet: the client may still resume
+            later = time.time() + s.config.session_ttl_s
+            counts = await asyncio.gather(
+                w.sweep_abandoned(s, now=later), other.sweep_abandoned(s, now=later)
+            )
+            await asyncio.wait_for(w.join(), 10)
+            await asyncio.wait_for(other.join(), 10)
+            await w.aclose()
+            return sent_finals(a.sent), sorted(counts), w
+
+    client_view, counts, w = asyncio.run(main())
+    assert counts == [0, 1] and client_view
+    assert_archive_equals(tmp_path, sid, client_view, None)
 
 
 def test_an_unexpected_error_loses_the_session_loudly_and_the_writer_goes_on(
