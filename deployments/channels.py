@@ -26,14 +26,13 @@ if TYPE_CHECKING:
 
 Relay = Callable[[m.AnyServerMessage], Awaitable[None]]
 Failed = Callable[[RayscribeError], Awaitable[None]]
+TRANSCRIPT_PART = 200  # segments per transcript message (~40 KiB)
 
 
 class ChannelTransport:
     """A channel session's side of an in-memory socket."""
 
-    def __init__(
-        self, channel: int, relay: Relay, failed: Callable[[RayscribeError], Awaitable[None]]
-    ) -> None:
+    def __init__(self, channel: int, relay: Relay, failed: Failed) -> None:
         self.channel = channel
         self.relay, self.failed = relay, failed
         self.inbox: asyncio.Queue[str | bytes | None] = asyncio.Queue()
@@ -86,10 +85,6 @@ class ChannelSet:
         for t, row in zip(self.transports, samples, strict=True):
             t.inbox.put_nowait(np.ascontiguousarray(row, dtype="<f4").tobytes())
 
-    def keepalive(self) -> None:
-        for t in self.transports:
-            t.inbox.put_nowait('{"type": "keepalive"}')
-
     async def finalize(self) -> float:
         """Flush every channel; the audio end all of them have committed."""
         for t in self.transports:
@@ -101,8 +96,10 @@ class ChannelSet:
             ends.append(flushed.audio_end)
         return max(ends)
 
-    async def close(self) -> tuple[m.Transcript, m.Summary]:
-        """Close every channel (each flushes); the merged transcript and the summed summary."""
+    async def close(self) -> tuple[list[m.Transcript], m.Summary]:
+        """Close every channel (each flushes); the merged transcript (in messages of at most
+        ``TRANSCRIPT_PART`` segments: a long meeting's would pass the outbound queue's bound
+        and the client's message size) and the summed summary."""
         for t in self.transports:
             t.inbox.put_nowait('{"type": "close"}')
         for t in self.transports:
@@ -125,7 +122,9 @@ class ChannelSet:
             for f in session.finals
         ]
         segments.sort(key=lambda s: (s.start, s.channel, s.seq))
-        return m.Transcript(segments=segments), summary
+        parts = [segments[i : i + TRANSCRIPT_PART] for i in range(0, len(segments), TRANSCRIPT_PART)] or [[]]
+        messages = [m.Transcript(segments=p, last=i == len(parts) - 1) for i, p in enumerate(parts)]
+        return messages, summary
 
     def cancel(self) -> None:
         for t in self.transports:

@@ -248,7 +248,9 @@ class StreamSession:
         elif isinstance(event, CloseEvent) and self.channels is not None:
             transcript, summary = await self.channels.close()
             self._closed_by_client = True
-            self.protocol.send(transcript)
+            for part in transcript:  # one at a time: each leaves the outbound queue first
+                self.protocol.send(part)
+                await self._pump()
             self.protocol.send_closed(summary)
         elif isinstance(event, CloseEvent):
             await self._flush()

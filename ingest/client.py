@@ -156,8 +156,9 @@ class StreamResult:
             self.voice.append((at, message))
         elif isinstance(message, m.HookResult | m.HookError):
             self.hooks.append(message)
-        elif isinstance(message, m.Transcript):
-            self.transcript = message
+        elif isinstance(message, m.Transcript):  # in parts: one transcript
+            before = self.transcript.segments if self.transcript is not None else []
+            self.transcript = message.model_copy(update={"segments": before + message.segments})
         elif isinstance(message, m.Closed):
             self.summary = message.summary
         elif isinstance(message, m.Error):

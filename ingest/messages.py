@@ -210,10 +210,12 @@ class Segment(_ServerMessage):
 
 class Transcript(_ServerMessage):
     """Multi-channel sessions, before ``closed``: every channel's finals in time order (the
-    meeting transcript, a line per final labelled with its channel)."""
+    meeting transcript, a line per final labelled with its channel), in one or more messages
+    (at most 200 segments each; ``last`` on the final one)."""
 
     type: Literal["transcript"] = "transcript"
     segments: list[Segment]
+    last: bool = True
 
 
 class Flushed(_ServerMessage):

@@ -140,3 +140,18 @@ def test_sdk_keeps_every_channel_s_finals_and_events() -> None:
         stream._record(message)
     assert [(f.channel, f.seq) for f in stream.result.finals] == [(0, 0), (1, 0), (1, 1)]
     assert len(stream.result.voice) == 4
+
+
+def test_a_long_transcript_comes_in_parts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A long meeting's transcript is sent in parts (bounded messages), ``last`` on the end."""
+    from deployments import channels
+
+    monkeypatch.setattr(channels, "TRANSCRIPT_PART", 2)
+    sock = run(two_speakers())
+    parts = [m.Transcript.model_validate(x) for x in sock.sent if x["type"] == "transcript"]
+    finals = [x for x in sock.sent if x["type"] == "final"]
+    assert len(parts) == -(-len(finals) // 2) > 1
+    assert [p.last for p in parts] == [False] * (len(parts) - 1) + [True]
+    assert all(len(p.segments) <= 2 for p in parts)
+    assert sum(len(p.segments) for p in parts) == len(finals)
+    assert [x["type"] for x in sock.sent][-1] == "closed"
