@@ -6,13 +6,14 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
-from ray.serve import Application
+from ray.serve import Application, Deployment
 
 from cluster.serve_config import load_serve_config
 from deployments.asr import ASRModel
 from deployments.config import EngineConfig
 from deployments.hooks import load_handler
 from deployments.ingress import Ingress, IngressConfig
+from ingest.errors import ConfigError
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "ray_config.yaml"
 
@@ -47,6 +48,8 @@ def compose(
     hooks = {}
     for name, path in a.ingress.hooks.handlers.items():
         handler = load_handler(path)
+        if not isinstance(handler, Deployment):
+            raise ConfigError(f"hook handler {path!r} is not a Serve deployment (@serve.deployment)")
         hooks[name] = handler.options(**opts.get(handler.name, {})).bind()
     app: Application = Ingress.options(**opts.get("Ingress", {})).bind(  # type: ignore[attr-defined]
         asr, a.ingress.model_dump(), hooks

@@ -150,6 +150,10 @@ def test_handler_paths_load_or_fail_typed() -> None:
     for bad in ("deployments.intents:Nope", "no.such.module:X", "nocolon"):
         with pytest.raises(ConfigError):
             load_handler(bad)
+    from deployments.app import compose
+
+    with pytest.raises(ConfigError, match="not a Serve deployment"):  # a function, not a deployment
+        compose({"ingress": {"hooks": {"handlers": {"x": "deployments.intents:match_intent"}}}})
 
 
 @pytest.mark.parametrize(
