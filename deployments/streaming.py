@@ -244,7 +244,7 @@ class LocalAgreement:
         words = self._fresh(hyp)
         agreed = 0
         for old, new in zip(self.pending, words, strict=False):
-            if norm(old.text) != norm(new.text):
+            if not _same_word(old, new):
                 break
             agreed += 1
         cutoff = self.window_end - 5.0
@@ -388,3 +388,16 @@ class LocalAgreement:
         drop = max(0, min(drop, len(self.buffer)))
         self.audio.drop(drop)
         self.buffer_offset += drop / SAMPLE_RATE
+
+
+_AGREE_SLACK_S = 0.2
+
+
+def _same_word(old: Word, new: Word) -> bool:
+    """Two decodes agree on a word: the same text, heard at the same time.  Text alone is not
+    enough: a decode that skipped speech can squeeze a word into a zero-length span before the
+    skipped audio ("I'm" 32.7-32.7 s) while the other stretched it over that audio (33.0-34.8 s);
+    committing it forced the next window to start with a word the speaker said 8 s later."""
+    overlap = new.start <= old.end + _AGREE_SLACK_S and old.start <= new.end + _AGREE_SLACK_S
+    return overlap and norm(old.text) == norm(new.text)
+

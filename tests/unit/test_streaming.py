@@ -37,6 +37,20 @@ def test_agreement_ignores_case_and_punctuation() -> None:
     assert [w.text for w in upd.committed] == [" hello,", " world."]
 
 
+def test_agreement_needs_the_same_word_at_the_same_time() -> None:
+    """The long-form spontaneous recording: one decode skipped speech and squeezed "I'm" into
+    32.7-32.7 s, the previous one had stretched it over 33.0-34.8 s; text alone agreed, and the
+    committed "I'm" made the next window skip 8 s of speech (WER 11.5 -> 22.1 %)."""
+    la = LocalAgreement()
+    la.add_audio(np.zeros(8 * SR, dtype=np.float32))  # (the recording's times less 30 s)
+    la.apply(Hypothesis([Word(" I'm", 3.0, 4.8), Word(" a", 4.8, 4.8)]))
+    skipped = la.apply(Hypothesis([Word(" I'm", 2.7, 2.7), Word(" quite", 2.7, 2.7)]))
+    assert skipped.committed == []
+    # the same word a little apart in time (DTW jitter) still agrees
+    again = la.apply(Hypothesis([Word(" I'm", 2.75, 2.9), Word(" quite", 2.9, 3.2)]))
+    assert [w.text for w in again.committed] == [" I'm", " quite"]
+
+
 def test_committed_words_are_never_repeated() -> None:
     la = LocalAgreement()
     la.apply(hyp("one two three"))
