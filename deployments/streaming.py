@@ -400,4 +400,3 @@ def _same_word(old: Word, new: Word) -> bool:
     committing it forced the next window to start with a word the speaker said 8 s later."""
     overlap = new.start <= old.end + _AGREE_SLACK_S and old.start <= new.end + _AGREE_SLACK_S
     return overlap and norm(old.text) == norm(new.text)
-
