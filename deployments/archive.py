@@ -244,9 +244,16 @@ class ArchiveWriter:
         """Archive every abandoned session that is due and was not resumed since; how many."""
         archived = 0
         for session_id, epoch, key_id in await store.claim_abandoned(time.time() if now is None else now):
-            if not await store.still_abandoned(session_id, epoch):
-                continue  # resumed (its new connection archives it) or closed
-            created, finals = await store.transcript(session_id)
+            try:
+                if not await store.still_abandoned(session_id, epoch):
+                    continue  # resumed (its new connection archives it) or closed
+                created, finals = await store.transcript(session_id)
+            except StoreUnavailable:  # claimed, so no other sweep takes it: say so, never silently
+                log.error(
+                    "session %s: NOT archived: the store became unreachable during the sweep", session_id
+                )
+                metrics.count_archive("dropped")
+                continue
             self.submit(ArchivedSession(session_id, created or time.time(), key_id, finals))
             archived += 1
         return archived
