@@ -155,3 +155,23 @@ def test_a_long_transcript_comes_in_parts(monkeypatch: pytest.MonkeyPatch) -> No
     assert all(len(p.segments) <= 2 for p in parts)
     assert sum(len(p.segments) for p in parts) == len(finals)
     assert [x["type"] for x in sock.sent][-1] == "closed"
+
+
+def test_a_stereo_file_keeps_its_channels_for_the_cli(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`rayscribe meeting.wav --multichannel`: the file's channels stay apart (PyAV decode)."""
+    import wave
+
+    from ingest.sources import load_file
+
+    t = np.arange(SR) / SR
+    stereo = np.stack([0.5 * np.sin(2 * np.pi * 440 * t), np.zeros_like(t)], axis=1)
+    path = tmp_path / "meeting.wav"
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(2)
+        w.setsampwidth(2)
+        w.setframerate(SR)
+        w.writeframes((stereo * 32767).astype("<i2").tobytes())
+    kept = load_file(path, keep_channels=True).samples
+    assert kept.shape == (SR, 2)
+    assert np.abs(kept[:, 0]).max() > 0.4 and np.abs(kept[:, 1]).max() < 1e-3
+    assert load_file(path).samples.shape == (SR,)  # mixed down otherwise
