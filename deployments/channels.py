@@ -39,7 +39,6 @@ class ChannelTransport:
         self.flushed = asyncio.Queue[m.Flushed]()
         self.summary: m.Summary | None = None
         self.closed = asyncio.Event()
-        self.close_code: int | None = None
 
     async def receive(self) -> str | bytes | None:
         return await self.inbox.get()
@@ -58,8 +57,7 @@ class ChannelTransport:
             await self.relay(message.model_copy(update={"channel": self.channel}))
 
     async def close(self, code: int) -> None:
-        self.close_code = code
-        self.closed.set()
+        self.closed.set()  # how it ended: its closed (summary) or error message said so
 
 
 class ChannelSet:
@@ -103,7 +101,7 @@ class ChannelSet:
         for t in self.transports:
             t.inbox.put_nowait('{"type": "close"}')
         for t in self.transports:
-            await self._until(t.closed.wait(), t)
+            await t.closed.wait()  # a channel that failed closes too (its error went to `failed`)
         summaries = [t.summary for t in self.transports]
         if any(s is None for s in summaries):
             raise InternalError("a channel closed without a summary")

@@ -239,12 +239,11 @@ class StreamSession:
             self.channels.feed(event.samples)
         elif isinstance(event, AudioEvent):
             await self._on_audio(event.samples)
+        elif isinstance(event, FinalizeEvent) and self.channels is not None:
+            self.protocol.send(m.Flushed(audio_end=round(await self.channels.finalize(), 3)))
         elif isinstance(event, FinalizeEvent):
-            end = await self.channels.finalize() if self.channels is not None else None
-            if end is None:
-                await self._flush()
-                end = self.policy.audio_end
-            self.protocol.send(m.Flushed(audio_end=round(end, 3)))
+            await self._flush()
+            self.protocol.send(m.Flushed(audio_end=round(self.policy.audio_end, 3)))
         elif isinstance(event, CloseEvent) and self.channels is not None:
             transcript, summary = await self.channels.close()
             self._closed_by_client = True
@@ -335,7 +334,8 @@ class StreamSession:
         self.meter.started(resumed=False)
 
     async def _relay(self, message: m.AnyServerMessage) -> None:
-        """A channel session's message (``channel`` set) to the client."""
+        """A message from a task beside the socket's (a channel session's, ``channel`` set;
+        the hook's answer) to the client, while the stream is open."""
         if self.protocol.state < State.CLOSED:
             self.protocol.send(message)
             await self._pump()
@@ -344,7 +344,7 @@ class StreamSession:
         """The handler named by start.hook (a resume names it again through the stored start)."""
         name = self.protocol.config.hook if self.protocol.config is not None else None
         if name is not None:
-            self.hook = SessionHook(self._check_hook(name), name, self._hook_answered)
+            self.hook = SessionHook(self._check_hook(name), name, self._relay)
 
     def _check_hook(self, name: str) -> Hooks:
         if self.hooks is None:
@@ -358,11 +358,6 @@ class StreamSession:
         self._utterance_from = len(self.finals)
         if self.hook is not None and finals:
             await self.hook.submit(utterance_of(self.session_id, finals))
-
-    async def _hook_answered(self, message: m.HookResult | m.HookError) -> None:
-        if self.protocol.state < State.CLOSED:
-            self.protocol.send(message)
-            await self._pump()
 
     async def _start_writer(self, config: m.Start) -> str | None:
         """A v1.1 session with a store is durable: create it, return its resume token."""

@@ -26,6 +26,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # tests.speech: the spoken commands the e2e hook test uses
 
+from flood_bench import spread  # noqa: E402  (scripts/: the same median [min-max] cell)
+
 from ingest import messages as m  # noqa: E402
 from ingest.client import StreamOptions, StreamResult, stream_audio  # noqa: E402
 from tests.speech import Spoken, spoken  # noqa: E402
@@ -75,7 +77,7 @@ async def run(url: str, speech: Spoken, streams: int) -> dict[str, list[float]]:
 
 
 def cell(values: list[float]) -> str:
-    return f"{statistics.median(values):.2f} [{min(values):.2f}-{max(values):.2f}]" if values else "-"
+    return spread(values) if values else "-"
 
 
 def main() -> None:

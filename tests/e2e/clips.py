@@ -26,13 +26,15 @@ class Clip:
 
 
 def short_clip(evalset: Path, min_s: float = 8.0, max_s: float = 11.0) -> Clip:
-    rows = [json.loads(x) for x in (evalset / "manifest.jsonl").read_text().splitlines()]
-    return _clip(evalset, next(r for r in rows if min_s <= float(r["duration_s"]) <= max_s))
+    return _clip(evalset, next(r for r in _rows(evalset) if min_s <= float(r["duration_s"]) <= max_s))
 
 
 def clip_by_id(evalset: Path, clip_id: str) -> Clip:
-    rows = [json.loads(x) for x in (evalset / "manifest.jsonl").read_text().splitlines()]
-    return _clip(evalset, next(r for r in rows if r["id"] == clip_id))
+    return _clip(evalset, next(r for r in _rows(evalset) if r["id"] == clip_id))
+
+
+def _rows(evalset: Path) -> list[dict[str, object]]:
+    return [json.loads(x) for x in (evalset / "manifest.jsonl").read_text().splitlines()]
 
 
 def _clip(evalset: Path, row: dict[str, object]) -> Clip:
