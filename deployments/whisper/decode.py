@@ -88,25 +88,28 @@ class GreedyDecoder:
     @torch.inference_mode()
     def decode(
         self,
-        mel: torch.Tensor,
+        audio: torch.Tensor,
         prompts: list[str],
         n_frames: list[int],
         offsets: list[float],
         forced: list[str] | None = None,
         min_tokens: list[int] | None = None,
+        audio_valid: torch.Tensor | None = None,
     ) -> list[Hypothesis]:
-        """mel: (B, 80, 3000) on the model's device; n_frames: real mel frames per row;
-        ``forced``: per row, text the transcript of the window must start with (committed
-        words still inside it): fed in one pass instead of being decoded token by token;
-        ``min_tokens``: per row, end-of-text is held back for this many generated tokens."""
-        device = mel.device
+        """audio: the encoder's output (B, audio_ctx, state) on the model's device, and where
+        rows were encoded at different widths, ``audio_valid`` (B, audio_ctx) their real
+        positions; n_frames: real mel frames per row; ``forced``: per row, text the transcript
+        of the window must start with (committed words still inside it): fed in one pass
+        instead of being decoded token by token; ``min_tokens``: per row, end-of-text is held
+        back for this many generated tokens."""
+        device = audio.device
         forced_toks = [self.forced_tokens(f) for f in (forced or [""] * len(prompts))]
         prefixes = [self.prefix(p) + f for p, f in zip(prompts, forced_toks, strict=True)]
         tokens, valid = _left_pad(prefixes, device)
         batch, width = tokens.shape
         positions = (valid.long().cumsum(dim=1) - 1).clamp_min(0)
         decoder = self.model.decoder
-        cache = decoder.new_cache(self.model.encoder(mel))
+        cache = decoder.new_cache(audio, audio_valid)
         hidden, qks = decoder(tokens, positions, valid, cache)
         # the <|startoftranscript|> position predicts no-speech; the last one the next token
         sot_at = torch.tensor([width - 2 - len(f) for f in forced_toks], device=device)

@@ -108,16 +108,41 @@ class WhisperEngine:
             mel = log_mel(audio)
             frames.append(mel.shape[-1])
             mels.append(mel)
-        width = self.encoder_frames(frames, full=any(r.full_window for r in requests))
-        batch = torch.stack([pad_frames(m, width) for m in mels]).to(self.dtype)
+        audio, valid = self.encode(mels, frames, [r.full_window for r in requests])
         return self.decoder.decode(
-            batch,
+            audio,
             [r.prompt for r in requests],
             frames,
             [r.offset for r in requests],
             [r.forced for r in requests],
             [r.min_tokens for r in requests],
+            audio_valid=valid,
         )
+
+    @torch.inference_mode()
+    def encode(
+        self, mels: list[torch.Tensor], frames: list[int], full: list[bool]
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The encoder's output for a batch, and (where rows were encoded at different widths)
+        which positions of each row are real.  On a GPU the batch is encoded at its widest
+        row's width in one call.  On CPU a batch gains nothing from being encoded together,
+        while padding every row to the widest cost up to half the encoder's time (streams'
+        buffers differ in length): rows of the same width are encoded together, each group
+        at its own width, and the outputs padded (the decoder masks the padding)."""
+        if self.device.type != "cpu" or self.config.encode_pad_s is None:
+            width = self.encoder_frames(frames, full=any(full))
+            batch = torch.stack([pad_frames(m, width) for m in mels]).to(self.dtype)
+            return self.model.encoder(batch), None
+        widths = [self.encoder_frames([f], full=w) for f, w in zip(frames, full, strict=True)]
+        ctx = max(widths) // 2
+        out = torch.zeros(len(mels), ctx, self.model.dims.n_state, dtype=self.dtype, device=self.device)
+        valid = torch.zeros(len(mels), ctx, dtype=torch.bool, device=self.device)
+        for width in sorted(set(widths)):
+            rows = [i for i, w in enumerate(widths) if w == width]
+            batch = torch.stack([pad_frames(mels[i], width) for i in rows]).to(self.dtype)
+            out[rows, : width // 2] = self.model.encoder(batch)
+            valid[rows, : width // 2] = True
+        return out, (None if len(set(widths)) == 1 else valid)
 
 
 def _ints(value: object) -> list[int]:

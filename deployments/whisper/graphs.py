@@ -90,7 +90,10 @@ class StaticSteps:
         b.valid[:rows].zero_()
         b.valid[:rows, :width] = valid
         b.cross_valid[: self.size].zero_()
+        mask = cache[0].cross_mask
         b.cross_valid[: self.size, ..., :audio] = True
+        if mask is not None:
+            b.cross_valid[:rows, ..., :audio] = mask
         for layer, lc in enumerate(cache):
             assert lc.self_k is not None and lc.self_v is not None
             b.self_k[layer][:rows, :, :width] = lc.self_k

@@ -97,6 +97,9 @@ class LayerCache:
 
     cross_k: Tensor
     cross_v: Tensor
+    # (B, 1, 1, audio_ctx): which audio positions a row attends to, where rows were encoded
+    # at different widths and padded to the widest (None: every position)
+    cross_mask: Tensor | None = None
     self_k: Tensor | None = None
     self_v: Tensor | None = None
 
@@ -111,9 +114,11 @@ class DecoderBlock(nn.Module):
         self.mlp = MLP(n_state)
         self.mlp_ln = nn.LayerNorm(n_state)
 
-    def cross_cache(self, audio: Tensor) -> LayerCache:
+    def cross_cache(self, audio: Tensor, mask: Tensor | None = None) -> LayerCache:
         c = self.cross_attn
-        return LayerCache(c.heads(c.key(audio)), c.heads(c.value(audio)))
+        # contiguous once here: as strided views every token step's two matmuls copied them
+        # (B x audio_ctx x state floats per layer, twice per step: most of a CPU step's time)
+        return LayerCache(c.heads(c.key(audio)).contiguous(), c.heads(c.value(audio)).contiguous(), mask)
 
     def self_kv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """The normalised input and the new tokens' self-attention keys and values."""
@@ -150,7 +155,7 @@ class DecoderBlock(nn.Module):
         if cache.self_k is not None and cache.self_v is not None:
             k, v = torch.cat([cache.self_k, k], dim=2), torch.cat([cache.self_v, v], dim=2)
         cache.self_k, cache.self_v = k, v
-        return self.attend(x, h, k, v, self_mask, cache.cross_k, cache.cross_v)
+        return self.attend(x, h, k, v, self_mask, cache.cross_k, cache.cross_v, cache.cross_mask)
 
 
 class Decoder(nn.Module):
@@ -163,8 +168,11 @@ class Decoder(nn.Module):
         # set by :func:`quantize_int8`: an int8 copy of the tied output projection
         self.projection: nn.Module | None = None
 
-    def new_cache(self, audio: Tensor) -> list[LayerCache]:
-        return [block.cross_cache(audio) for block in self.blocks]  # type: ignore[operator]
+    def new_cache(self, audio: Tensor, audio_valid: Tensor | None = None) -> list[LayerCache]:
+        """``audio_valid`` (B, audio_ctx): the real positions of rows encoded at different
+        widths and padded to the widest."""
+        mask = None if audio_valid is None else audio_valid[:, None, None, :]
+        return [block.cross_cache(audio, mask) for block in self.blocks]  # type: ignore[operator]
 
     def forward(
         self, tokens: Tensor, positions: Tensor, valid: Tensor, cache: list[LayerCache]

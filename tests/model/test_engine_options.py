@@ -7,11 +7,12 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from deployments.config import EngineConfig
 from deployments.transcript import DecodeRequest
 from deployments.whisper.engine import WhisperEngine
-from deployments.whisper.features import N_FRAMES
+from deployments.whisper.features import N_FRAMES, log_mel
 from deployments.whisper.graphs import StaticSteps
 from ingest.audio import read_wav
 from ingest.wer import normalize
@@ -65,3 +66,27 @@ def test_static_cache_decodes_what_the_growing_cache_does(evalset: Path) -> None
         for wa, wb in zip(a.words, b.words, strict=True):
             assert (wa.start, wa.end) == pytest.approx((wb.start, wb.end), abs=0.021)
             assert wa.probability == pytest.approx(wb.probability, abs=1e-3)
+
+
+def test_cpu_rows_are_encoded_at_their_own_width(evalset: Path) -> None:
+    """On CPU each row of a fitted batch is encoded at its own width (padding every row to
+    the longest cost up to half the encoder's time): its encoder output is the one it gets
+    alone, the padding is masked, and it decodes the words it decodes alone."""
+    engine = WhisperEngine(EngineConfig(num_threads=2, encode_pad_s=2.0))
+    rows = [json.loads(line) for line in (evalset / "manifest.jsonl").read_text().splitlines()][::29]
+    requests = [DecodeRequest(read_wav(evalset / row["audio"]).samples) for row in rows]
+    requests.append(DecodeRequest(requests[0].audio, full_window=True))  # a flush: all 30 s
+    mels = [log_mel(torch.from_numpy(r.audio)) for r in requests]
+    frames = [m.shape[-1] for m in mels]
+    full = [r.full_window for r in requests]
+    audio, valid = engine.encode(mels, frames, full)
+    assert valid is not None and audio.shape[1] == N_FRAMES // 2
+    widths = [engine.encoder_frames([f], full=w) for f, w in zip(frames, full, strict=True)]
+    assert len(set(widths)) > 2 and widths[-1] == N_FRAMES
+    for i, (mel, f, w) in enumerate(zip(mels, frames, full, strict=True)):
+        alone, mask = engine.encode([mel], [f], [w])
+        assert mask is None and int(valid[i].sum()) == alone.shape[1] == widths[i] // 2
+        assert torch.allclose(audio[i, : alone.shape[1]], alone[0], atol=1e-4)
+    batch = engine.transcribe(requests)
+    for request, hyp in zip(requests, batch, strict=True):
+        assert hyp.text and normalize(hyp.text) == normalize(engine.transcribe([request])[0].text)
