@@ -32,6 +32,7 @@ from pathlib import Path
 
 import yaml
 
+from cluster.runtime import proxy_env
 from cluster.serve_config import apply_layer, load_layer, read_yaml, validate
 from ingest.errors import ConfigError
 
@@ -101,7 +102,7 @@ def head_command(spec: HeadSpec) -> Command:
     # GCS fault tolerance: the GCS keeps its tables in this Redis, so a restarted head takes
     # the cluster (and Serve's controller state) back instead of starting empty
     env = {"RAY_REDIS_ADDRESS": spec.gcs_redis} if spec.gcs_redis else {}
-    return Command(argv, env)
+    return Command(argv, {**env, **node_proxy_env()})
 
 
 @dataclass(frozen=True)
@@ -127,7 +128,14 @@ def worker_command(spec: WorkerSpec) -> Command:
         argv += ["--num-cpus", str(spec.num_cpus)]
     if spec.temp_dir:
         argv += ["--temp-dir", spec.temp_dir]
-    return Command(argv)
+    return Command(argv, node_proxy_env())
+
+
+def node_proxy_env(config: Path = ROOT_CONFIG) -> dict[str, str]:
+    """Every node runs a Serve proxy (``proxy_location: EveryNode``): it paces WebSocket audio
+    at the ingress limits of ``config`` (:func:`cluster.runtime.proxy_env`)."""
+    args = read_yaml(config)["applications"][0].get("args", {})
+    return proxy_env(args.get("ingress", {}).get("limits", {}))
 
 
 def render(config: Path = ROOT_CONFIG, layers: Sequence[str] = ()) -> str:

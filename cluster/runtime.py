@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+from collections.abc import Mapping
 from typing import Any
 
 import ray
@@ -14,6 +16,20 @@ log = logging.getLogger(__name__)
 # One machine is every kind of node: it advertises plenty of each role's slots (the custom
 # resources ray_config.yaml places replicas by); its CPUs bound what runs.
 LOCAL_ROLE_SLOTS = {"asr": 64.0, "ingress": 64.0}
+
+# Serve's proxy on each node calls this import path for the middlewares it runs: WebSocket
+# audio paced at the app's limits (deployments/proxy_guard.py).  Processes that start Ray set
+# both variables; the proxies inherit them.
+PROXY_CALLBACK_ENV = "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"
+PROXY_CALLBACK = "deployments.proxy_guard:middlewares"
+PROXY_PACE_ENV = "RAYSCRIBE_PROXY_PACE"
+
+
+def proxy_env(limits: Mapping[str, Any]) -> dict[str, str]:
+    """The environment that makes Serve's proxies pace WebSocket audio at these ingress
+    limits (``max_speed``, ``max_lead_s``; a missing one: the protocol's default)."""
+    pace = {k: float(limits[k]) for k in ("max_speed", "max_lead_s") if k in limits}
+    return {PROXY_CALLBACK_ENV: PROXY_CALLBACK, PROXY_PACE_ENV: json.dumps(pace)}
 
 
 def init_local_ray(

@@ -24,9 +24,9 @@ from typing import Any
 from ray import serve
 
 from cluster.redis_server import EmbeddedRedis
-from cluster.runtime import init_local_ray, metrics_url
+from cluster.runtime import init_local_ray, metrics_url, proxy_env
 from cluster.serve_config import deployment_layer, load_layer, load_serve_config, merge, read_yaml
-from deployments.app import DEFAULT_CONFIG, compose
+from deployments.app import DEFAULT_CONFIG, AppArgs, compose
 from deployments.ingress import STREAM_PATH
 from deployments.store import REDIS_URL_ENV
 from ingest.cli import SAMPLE_WAV, stream_main
@@ -69,12 +69,15 @@ def start_local(
     options = app_cfg.options()
     cpus = num_cpus or os.cpu_count() or 2
     options["ASRModel"] = fit_replicas(options.get("ASRModel", {}), cpus)
-    init_local_ray(cpus, metrics_export_port=metrics_port)
-    host, port = cfg.http_options.host, port or cfg.http_options.port
-    serve.start(proxy_location=cfg.proxy_location, http_options={"host": host, "port": port})
     args = merge(app_cfg.args, args_override or {})
     if redis_url:
         args = merge(args, {"ingress": {"store": {"url": redis_url}}})
+    # the proxies Ray starts inherit this process's environment: pace their WebSockets
+    limits = AppArgs.model_validate(args).ingress.limits
+    os.environ.update(proxy_env({"max_speed": limits.max_speed, "max_lead_s": limits.max_lead_s}))
+    init_local_ray(cpus, metrics_export_port=metrics_port)
+    host, port = cfg.http_options.host, port or cfg.http_options.port
+    serve.start(proxy_location=cfg.proxy_location, http_options={"host": host, "port": port})
     app = compose(args, options)
     serve.run(app, name=app_cfg.name, route_prefix=app_cfg.route_prefix)
     return f"ws://{host}:{port}{STREAM_PATH}"

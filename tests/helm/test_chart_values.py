@@ -197,3 +197,21 @@ def test_gcs_fault_tolerance_on_an_external_redis(chart: Any) -> None:
     assert ft["redisAddress"] == "gcs-redis.infra:6379"
     assert ft["redisPassword"]["valueFrom"]["secretKeyRef"] == {"name": "gcs-redis", "key": "password"}
     assert ft["externalStorageNamespace"] == "rayscribe"  # the release fullname by default
+
+
+def test_every_ray_pod_paces_websocket_audio_at_the_configs_limits(rendered: dict[str, list[Obj]]) -> None:
+    """Each pod runs a Serve proxy: it gets the proxy callback and ray_config.yaml's ingress
+    audio limits (the same environment `rayscribe-cluster head/worker` sets)."""
+    from cluster.cli import node_proxy_env
+
+    want = node_proxy_env()
+    pods = ray_env(rendered["default"])
+    assert len(pods) >= 3  # head, ingress workers, ASR workers
+    for name, env in pods.items():
+        got = {e["name"]: e.get("value") for e in env}
+        assert (
+            got["RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"]
+            == want["RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"]
+        )
+        assert json.loads(got["RAYSCRIBE_PROXY_PACE"]) == json.loads(want["RAYSCRIBE_PROXY_PACE"]), name
+    assert json.loads(want["RAYSCRIBE_PROXY_PACE"])["max_lead_s"] > 0

@@ -10,6 +10,7 @@ import yaml
 
 from cluster import cli
 from cluster.cli import HeadSpec, WorkerSpec
+from deployments.app import served_args
 from ingest.errors import ConfigError
 
 
@@ -23,8 +24,15 @@ def test_head_keeps_replicas_off_and_turns_on_gcs_fault_tolerance() -> None:
     assert after(c.argv, "--num-cpus") == "0" and after(c.argv, "--port") == "6379"
     assert after(c.argv, "--dashboard-host") == "0.0.0.0" and after(c.argv, "--temp-dir") == "/tmp/ray-x"
     assert "--resources" not in c.argv  # no slots on the head by default
-    assert c.env == {"RAY_REDIS_ADDRESS": "10.0.0.5:6380"}
-    assert cli.head_command(HeadSpec()).env == {}
+    assert c.env["RAY_REDIS_ADDRESS"] == "10.0.0.5:6380"
+    # its Serve proxy paces WebSocket audio at ray_config.yaml's ingress limits
+    assert c.env["RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"] == "deployments.proxy_guard:middlewares"
+    limits = served_args().ingress.limits
+    assert json.loads(c.env["RAYSCRIBE_PROXY_PACE"]) == {
+        "max_speed": limits.max_speed,
+        "max_lead_s": limits.max_lead_s,
+    }
+    assert "RAY_REDIS_ADDRESS" not in cli.head_command(HeadSpec()).env
 
 
 def test_one_machine_head_advertises_both_roles() -> None:

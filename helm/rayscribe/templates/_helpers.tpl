@@ -81,6 +81,14 @@ $(VAR) expansion, so the password stays in its Secret and out of the RayService.
       key: redis-url
       {{- end }}
 {{- end }}
+{{- /* Serve's proxy on every node paces WebSocket audio at ray_config.yaml's ingress limits
+(deployments/proxy_guard.py; cluster/runtime.py proxy_env sets the same two variables) */}}
+{{- $app := index (.Files.Get "files/ray_config.yaml" | fromYaml).applications 0 }}
+{{- $limits := $app.args.ingress.limits | default dict }}
+- name: RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH
+  value: deployments.proxy_guard:middlewares
+- name: RAYSCRIBE_PROXY_PACE
+  value: {{ pick $limits "max_speed" "max_lead_s" | toJson | quote }}
 {{- with .Values.extraEnv }}
 {{ toYaml . }}
 {{- end }}
