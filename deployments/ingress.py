@@ -7,6 +7,7 @@ class on the route methods that Serve rewrites.
 import asyncio
 import contextlib
 import logging
+import math
 import random
 import time
 import uuid
@@ -31,7 +32,14 @@ from deployments.session import Deadlines, StreamSession, Transport
 from deployments.store import SessionStore, StoreConfig
 from deployments.streaming import PolicyConfig
 from deployments.transcript import DecodeRequest, Hypothesis
-from ingest.errors import ModelError, Overloaded, RayscribeError, StoreUnavailable, TooManyStreams
+from ingest.errors import (
+    AheadOfRealTime,
+    ModelError,
+    Overloaded,
+    RayscribeError,
+    StoreUnavailable,
+    TooManyStreams,
+)
 from ingest.protocol import Limits, ServerProtocol
 
 log = logging.getLogger("ray.serve")
@@ -43,6 +51,10 @@ _RETRYABLE = (
     BackPressureError,
     DeploymentUnavailableError,
 )
+
+
+def _cooling(left_s: float) -> AheadOfRealTime:
+    return AheadOfRealTime(f"a stream of this key ran ahead of real time; retry in {math.ceil(left_s)} s")
 
 
 class LimitsConfig(BaseModel):
@@ -57,6 +69,10 @@ class LimitsConfig(BaseModel):
     max_text_bytes: int = Field(16 * 1024, ge=256)
     max_speed: float = Field(4.0, ge=1.0)  # audio may run this much faster than real time...
     max_lead_s: float = Field(75.0, ge=1.0)  # ...after this lead (a resume resends <= 60 s)
+    # a key (auth off: an address) whose stream was cut for running ahead of real time opens
+    # no stream on that replica for this long: a client reconnecting at once to flood again
+    # had each new stream's lead decoded (0: off)
+    rate_cooldown_s: float = Field(10.0, ge=0.0)
     max_session_s: float = Field(4 * 3600.0, gt=0.0)  # stream seconds per session
     finalize_burst: int = Field(5, ge=1)
     finalize_per_s: float = Field(1.0, gt=0.0)
@@ -146,6 +162,7 @@ class Ingress:
         self.hooks = Hooks(self.config.hooks, self._call_hook) if self.hook_handles else None
         self.sessions: set[StreamSession] = set()
         self.per_key: Counter[str] = Counter()  # this replica's streams per key
+        self.cooling: dict[str, float] = {}  # key -> until when its new streams are refused
         self.key_leases = KeyLeases(self.store)  # the key's streams on every replica
         self.leases: dict[str, str] = {}  # connection id -> key id, refreshed by _renew_leases
         self._lease_renewal: asyncio.Task[None] | None = None
@@ -243,6 +260,8 @@ class Ingress:
         metrics.set_active_sessions(self.active)
         try:
             await session.run()
+            if isinstance(session.protocol.error, AheadOfRealTime):
+                await self._cool(principal.key_id)
         finally:
             self.sessions.discard(session)
             await self._release(conn_id)
@@ -259,6 +278,11 @@ class Ingress:
         principal = self.keys.authenticate(ws.headers, offered, ws.query_params)
         if principal is ANONYMOUS:  # auth off: the per-key limit applies per client address
             principal = Principal(f"addr:{ws.client.host if ws.client else '?'}", authenticated=False)
+        until = self.cooling.get(principal.key_id)
+        if until is not None:
+            if time.monotonic() < until:
+                raise _cooling(until - time.monotonic())
+            del self.cooling[principal.key_id]
         if self.active >= self.config.max_sessions:
             raise Overloaded(f"this replica already serves {self.active} streams; retry later")
         pending = sum(1 for s in self.sessions if not s.started)
@@ -268,11 +292,27 @@ class Ingress:
             raise TooManyStreams(f"this key has {self.per_key[principal.key_id]} open streams here")
         return principal
 
+    async def _cool(self, key_id: str) -> None:
+        """The key's stream ran ahead of real time: refuse its new streams for a while, here
+        and (through the store) on every replica, so a client that reconnects at once to flood
+        again gets no fresh lead."""
+        seconds = self.config.limits.rate_cooldown_s
+        if seconds <= 0:
+            return
+        self.cooling[key_id] = time.monotonic() + seconds
+        with contextlib.suppress(StoreUnavailable):  # this replica still refuses it
+            await self.key_leases.cool(key_id, seconds)
+
     async def _lease(self, principal: Principal, conn_id: str) -> None:
-        """The key's streams on all replicas (``max_streams_per_key``); with the store
-        unreachable only this replica's count applies (``_admit``)."""
+        """The key's streams on all replicas (``max_streams_per_key``), unless the key cools
+        down on another replica; with the store unreachable only this replica's count and
+        cooldown apply (``_admit``)."""
         limit = self.config.limits.max_streams_per_key
         try:
+            if self.config.limits.rate_cooldown_s > 0 and (
+                left := await self.key_leases.cooling_s(principal.key_id)
+            ):
+                raise _cooling(left)
             granted, held = await self.key_leases.acquire(principal.key_id, conn_id, limit)
         except StoreUnavailable:
             return

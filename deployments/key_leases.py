@@ -1,6 +1,7 @@
 """Streams per API key across every ingress replica: one lease per open stream in Redis.
 
-Key schema: ``{prefix}k:{key_id}`` is a sorted set, member = the connection's id, score = when
+Key schema: ``{prefix}cool:{key_id}`` (with a TTL) while the key cools down after a stream
+ran ahead of real time; ``{prefix}k:{key_id}`` is a sorted set, member = the connection's id, score = when
 its lease lapses (ms).  A replica refreshes the leases of its open streams every
 ``heartbeat_s``; a lease lapses ``3 x heartbeat_s`` after its replica stopped refreshing it (a
 killed replica's streams stop counting within seconds).  Acquiring is one Lua script (drop
@@ -63,3 +64,18 @@ class KeyLeases:
 
     async def release(self, key_id: str, conn_id: str) -> None:
         await self.store.guarded("lease release", self.store.redis.zrem(self._key(key_id), conn_id))
+
+    # --- cooldown: a key whose stream ran ahead of real time (``limits.rate_cooldown_s``) ---
+
+    def _cool_key(self, key_id: str) -> str:
+        return f"{self.store.config.prefix}cool:{key_id}"
+
+    async def cool(self, key_id: str, seconds: float) -> None:
+        """Refuse the key's new streams on every replica for ``seconds``."""
+        ms = max(1, int(seconds * 1000))
+        await self.store.guarded("cooldown", self.store.redis.set(self._cool_key(key_id), 1, px=ms))
+
+    async def cooling_s(self, key_id: str) -> float:
+        """Seconds left of the key's cooldown (0: none)."""
+        ms = await self.store.guarded("cooldown", self.store.redis.pttl(self._cool_key(key_id)))
+        return max(0, int(ms)) / 1000  # -2: no such key, -1: no expiry (never set so)

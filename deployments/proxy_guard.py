@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cluster.runtime import PROXY_PACE_ENV
+from ingest.audio import BYTES_PER_SAMPLE
 from ingest.protocol import Limits
 
 Message = MutableMapping[str, Any]
@@ -35,7 +36,6 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[MutableMapping[str, Any], Receive, Send], Awaitable[None]]
 
-_SAMPLE_BYTES = {"pcm_s16le": 2, "f32le": 4}
 # before a `start` says the format (a resume, the Deepgram endpoint): the largest one accepted
 _MAX_RATE = 48000 * 4 * 8  # bytes per second of audio: 48 kHz float32, 8 channels
 
@@ -90,7 +90,7 @@ class AudioMeter:
             start = json.loads(text)
             per_second = (
                 int(start.get("sample_rate", 16000))
-                * _SAMPLE_BYTES.get(str(start.get("encoding", "pcm_s16le")), 4)
+                * BYTES_PER_SAMPLE.get(str(start.get("encoding", "pcm_s16le")), 4)
                 * int(start.get("channels", 1))
             )
         except (ValueError, TypeError, AttributeError):

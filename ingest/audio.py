@@ -12,13 +12,13 @@ import numpy as np
 from ingest.errors import UnsupportedAudio
 
 TARGET_RATE = 16000
-_BYTES_PER_SAMPLE = {"pcm_s16le": 2, "f32le": 4}
+BYTES_PER_SAMPLE = {"pcm_s16le": 2, "f32le": 4}
 
 
 def decode_pcm(data: bytes, encoding: str) -> np.ndarray:
     """Little-endian PCM bytes -> float32 samples in [-1, 1]; rejects misaligned or
     non-finite input."""
-    width = _BYTES_PER_SAMPLE.get(encoding)
+    width = BYTES_PER_SAMPLE.get(encoding)
     if width is None:
         raise UnsupportedAudio(f"unknown encoding {encoding!r}; use pcm_s16le or f32le")
     if len(data) % width:

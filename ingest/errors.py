@@ -14,6 +14,7 @@
     ├── LimitExceeded            a per-key/per-stream quota          close 4429
     │   ├── TooManyStreams       the key's concurrent-stream limit   close 4429
     │   ├── RateLimited          audio ahead of real time / finalize close 4429
+    │   │   └── AheadOfRealTime  audio past the lead (the key cools) close 4429
     │   └── SessionTooLong       the stream passed max session audio close 4413
     ├── SlowConsumer             client stopped reading (resumable)  close 4008
     ├── UnsupportedAudio         encoding/rate/channels/samples bad  close 1003
@@ -125,6 +126,11 @@ class RateLimited(LimitExceeded):
     """Audio ran further ahead of real time than allowed, or ``finalize`` came too often."""
 
     code = "rate_limited"
+
+
+class AheadOfRealTime(RateLimited):
+    """Audio ran further ahead of real time than allowed; the key (or address) that sent it
+    may not open streams for a while (``limits.rate_cooldown_s``)."""
 
 
 class SessionTooLong(LimitExceeded):

@@ -26,10 +26,11 @@ import numpy as np
 from pydantic import ValidationError
 
 from ingest import messages as m
-from ingest.audio import StreamResampler, decode_pcm
+from ingest.audio import BYTES_PER_SAMPLE, StreamResampler, decode_pcm
 from ingest.errors import (
     CLOSE_NORMAL,
     CLOSE_SERVICE_RESTART,
+    AheadOfRealTime,
     InvalidText,
     MessageTooBig,
     ProtocolError,
@@ -38,8 +39,6 @@ from ingest.errors import (
     SessionTooLong,
     UnsupportedAudio,
 )
-
-_BYTES_PER_SAMPLE = {"pcm_s16le": 2, "f32le": 4}
 
 
 class State(IntEnum):
@@ -82,7 +81,7 @@ class _Quota:
             self.first_audio = now
         allowed = self.limits.max_lead_s + self.limits.max_speed * (now - self.first_audio)
         if self.audio_s + seconds > allowed:
-            raise RateLimited(
+            raise AheadOfRealTime(
                 f"audio is more than {self.limits.max_lead_s:.0f} s ahead of real time "
                 f"(at most {self.limits.max_speed:g}x real time); send at real-time pace"
             )
@@ -248,7 +247,7 @@ class ServerProtocol:
             before = "resumed" if self.state == State.RESUMING else "start"
             raise ProtocolError(f"audio before {before}")
         channels = self.config.channels
-        frame = _BYTES_PER_SAMPLE[self.config.encoding] * channels
+        frame = BYTES_PER_SAMPLE[self.config.encoding] * channels
         if len(data) % frame:
             whole = f"a whole number of {channels}-channel samples"
             raise UnsupportedAudio(f"a frame of {len(data)} bytes is not {whole}")

@@ -32,6 +32,9 @@ from tests.e2e.test_service import JFK
 
 pytestmark = pytest.mark.e2e
 KEY, OTHER = new_key(), new_key()
+# keys of their own for the tests that run a stream past the lead (their key then cools down)
+FUZZ_KEY, COOL_KEY = new_key(), new_key()
+FLOOD_KEYS = [new_key() for _ in range(3)]
 ORIGIN = "https://app.example.com"
 LIMITS = {
     "max_pending": 4,
@@ -39,13 +42,15 @@ LIMITS = {
     "idle_timeout_s": 5.0,
     "max_lead_s": 15.0,
     "max_streams_per_key": 6,
+    "rate_cooldown_s": 30.0,
 }
 
 
 @pytest.fixture(scope="module")
 def secure_url(server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     keys = tmp_path_factory.mktemp("keys") / "api-keys"
-    keys.write_text(f"team-a {hash_key(KEY)}\n")
+    extra = {"fuzz": FUZZ_KEY, "cool": COOL_KEY} | {f"flood-{i}": k for i, k in enumerate(FLOOD_KEYS)}
+    keys.write_text("".join(f"team-{name} {hash_key(k)}\n" for name, k in {"a": KEY, **extra}.items()))
     ingress = {
         "auth": {"mode": "api_key", "keys_file": str(keys), "reload_interval_s": 0.2},
         "allowed_origins": [ORIGIN],
@@ -129,7 +134,8 @@ def test_key_rotation_without_restart(secure_url: str, tmp_path_factory: pytest.
     try:
         assert asyncio.run(run())["type"] == "ready"
     finally:
-        keys.write_text(f"team-a {hash_key(KEY)}\n")
+        extra = {"fuzz": FUZZ_KEY, "cool": COOL_KEY} | {f"flood-{i}": k for i, k in enumerate(FLOOD_KEYS)}
+    keys.write_text("".join(f"team-{name} {hash_key(k)}\n" for name, k in {"a": KEY, **extra}.items()))
 
 
 def test_streams_per_key_are_counted_across_ingress_replicas(secure_url: str) -> None:
@@ -223,9 +229,12 @@ def test_audio_flood_is_refused_early_and_ingress_memory_stays_bounded(secure_ur
     143 -> 1,196 MB over rounds.  Now a flood is cut at max_lead_s (15 s here)."""
     frame = bytes(64 * 1024 - 2)  # the tier's max_frame_bytes is 64 KiB: ~2 s per frame
 
-    async def flood() -> tuple[float, int | None]:
+    async def flood(key: str) -> tuple[float, int | None]:
         sent = 0
-        async with connect(secure_url, additional_headers=bearer(), max_size=2**24) as ws:
+        async with connect(secure_url, additional_headers=bearer(key), max_size=2**24) as ws:
+            # the client offers permessage-deflate; Serve's proxy declines it (a deflated flood
+            # of silence cost it half a core: deployments/proxy_guard.py)
+            assert not ws.protocol.extensions
             await ws.send(START)
             json.loads(await ws.recv())
             with contextlib.suppress(ConnectionClosed):
@@ -238,11 +247,12 @@ def test_audio_flood_is_refused_early_and_ingress_memory_stays_bounded(secure_ur
                         await ws.recv()
             return sent / 32000, ws.close_code
 
-    async def flood_round() -> list[tuple[float, int | None]]:
-        return await asyncio.wait_for(asyncio.gather(*(flood() for _ in range(4))), 120)
+    async def flood_round(key: str) -> list[tuple[float, int | None]]:
+        return await asyncio.wait_for(asyncio.gather(*(flood(key) for _ in range(4))), 120)
 
     before = {k: rss_mb(p) for k, p in ingress_pids().items()}
-    rounds = [asyncio.run(flood_round()) for _ in range(3)]
+    # a key per round: a key whose stream ran past the lead cools down (the next test)
+    rounds = [asyncio.run(flood_round(key)) for key in FLOOD_KEYS]
     after = {k: rss_mb(p) for k, p in ingress_pids().items()}
     for results in rounds:
         for seconds, code in results:
@@ -257,13 +267,44 @@ def test_audio_flood_is_refused_early_and_ingress_memory_stays_bounded(secure_ur
     assert growth < 150.0, f"ingress RSS grew {growth:.0f} MiB over 3 flood rounds"
 
 
+def test_a_key_that_ran_ahead_of_real_time_cools_down(secure_url: str) -> None:
+    """A client cut for running past the lead that reconnects at once to flood again gets no
+    new lead: its key's streams are refused (rate_limited, 4429) for rate_cooldown_s; other
+    keys are not."""
+    frame = bytes(64 * 1024 - 2)
+
+    async def run() -> tuple[int | None, dict[str, Any], int | None, dict[str, Any]]:
+        async with connect(secure_url, additional_headers=bearer(COOL_KEY), max_size=2**24) as ws:
+            await ws.send(START)
+            assert json.loads(await ws.recv())["type"] == "ready"
+            with contextlib.suppress(ConnectionClosed):
+                for _ in range(40):  # 80 s of audio at once: past the 15 s lead
+                    await ws.send(frame)
+                async with asyncio.timeout(20):
+                    while True:
+                        await ws.recv()
+            cut = ws.close_code
+        # again at once, as a flooder does: refused before any audio is read, on each replica
+        again = [
+            await first_reply(secure_url, [START], additional_headers=bearer(COOL_KEY)) for _ in range(4)
+        ]
+        other = await first_reply(secure_url, [START], additional_headers=bearer())
+        refused = [r for r in again if r[0]["type"] == "error"]
+        return cut, refused[0][0] if refused else {}, refused[0][1] if refused else None, other[0]
+
+    cut, refusal, code, other = asyncio.run(run())
+    assert cut == 4429
+    assert refusal.get("code") == "rate_limited" and "retry in" in refusal.get("message", "") and code == 4429
+    assert other["type"] == "ready"
+
+
 def test_socket_fuzzer_crashes_nothing_and_a_good_stream_stays_correct(secure_url: str) -> None:
     connections = int(os.environ.get("RAYSCRIBE_FUZZ_CONNECTIONS", "150"))
     before = ingress_pids()
 
     async def run() -> tuple[Any, Any]:
         good = asyncio.create_task(stream_file(secure_url, SAMPLE_WAV, StreamOptions(speed=1.0, api_key=KEY)))
-        report = await fuzz(secure_url, connections, seed=8, api_key=KEY, concurrency=4)
+        report = await fuzz(secure_url, connections, seed=8, api_key=FUZZ_KEY, concurrency=4)
         return report, await good
 
     report, good = asyncio.run(run())

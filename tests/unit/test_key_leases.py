@@ -65,3 +65,20 @@ def test_an_unreachable_store_raises_the_typed_error(store: StoreFactory) -> Non
                 await KeyLeases(s).acquire("k", "a", 1)
 
     asyncio.run(run())
+
+
+def test_a_cooldown_set_on_one_replica_is_seen_by_the_other_and_lapses(store: StoreFactory) -> None:
+    async def run() -> None:
+        async with store() as s1, store() as s2:
+            one, two = KeyLeases(s1), KeyLeases(s2)
+            assert await two.cooling_s("team-a") == 0.0
+            await one.cool("team-a", 30.0)
+            assert 29.0 < await two.cooling_s("team-a") <= 30.0
+            assert await two.cooling_s("team-b") == 0.0  # another key is not held back
+            await one.cool("team-c", 0.05)
+            async with asyncio.timeout(5):
+                while await two.cooling_s("team-c") > 0:  # each check a round trip: Redis expires it
+                    pass
+            assert await two.cooling_s("team-c") == 0.0
+
+    asyncio.run(run())
