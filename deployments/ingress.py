@@ -70,7 +70,7 @@ class LimitsConfig(BaseModel):
     max_speed: float = Field(4.0, ge=1.0)  # audio may run this much faster than real time...
     max_lead_s: float = Field(75.0, ge=1.0)  # ...after this lead (a resume resends <= 60 s)
     # a key (auth off: an address) whose stream was cut for running ahead of real time opens
-    # no stream on that replica for this long: a client reconnecting at once to flood again
+    # no stream on any replica for this long: a client reconnecting at once to flood again
     # had each new stream's lead decoded (0: off)
     rate_cooldown_s: float = Field(10.0, ge=0.0)
     max_session_s: float = Field(4 * 3600.0, gt=0.0)  # stream seconds per session

@@ -1,8 +1,8 @@
 """Streams per API key across every ingress replica: one lease per open stream in Redis.
 
-Key schema: ``{prefix}cool:{key_id}`` (with a TTL) while the key cools down after a stream
-ran ahead of real time; ``{prefix}k:{key_id}`` is a sorted set, member = the connection's id, score = when
-its lease lapses (ms).  A replica refreshes the leases of its open streams every
+Key schema: ``{prefix}k:{key_id}`` is a sorted set, member = the connection's id, score = when
+its lease lapses (ms); ``{prefix}cool:{key_id}`` exists (with a TTL) while the key cools down
+after one of its streams ran ahead of real time.  A replica refreshes the leases of its open streams every
 ``heartbeat_s``; a lease lapses ``3 x heartbeat_s`` after its replica stopped refreshing it (a
 killed replica's streams stop counting within seconds).  Acquiring is one Lua script (drop
 lapsed leases, count, add), so two replicas admitting the key's last slot at once cannot both
