@@ -4,8 +4,8 @@ Serve's proxy reads every WebSocket message off the socket as fast as it arrives
 unbounded, for the replica (``proxy_asgi_receive``), so the ingress's rate limit only sees audio
 after the proxy has read, decompressed and relayed it.  A client that negotiated
 permessage-deflate (the websockets library and browsers do by default) sent 256 KiB frames of
-silence as ~1 KiB on the wire: 63,000 s of audio in 10 s, the proxy at half a core
-decompressing it, and the session never got its ``ready``.
+silence as a few hundred bytes on the wire: 63,000 s of audio in 10 s, the proxy at half a core
+inflating it, and the session never got its ``ready``.
 
 :class:`PacedWebSockets` sits in front of the proxy (Serve's
 HTTP proxy callback, set by :func:`cluster.runtime.proxy_env`):
@@ -13,7 +13,7 @@ each connection's incoming bytes are paced at the audio rate the protocol allows
 (``max_lead_s`` of audio at once, then ``max_speed`` x real time), times ``margin`` so a
 client that is too fast still gets the ingress's typed ``rate_limited`` error.  Pacing is
 backpressure: the proxy stops pulling messages, the server's receive queue fills, TCP
-stops the sender.  Nothing is dropped and a well-behaved client never waits.
+stops the sender.  Nothing is dropped, and a client within the limits never waits.
 """
 
 from __future__ import annotations
@@ -136,7 +136,7 @@ def middlewares() -> list[Any]:
 def no_deflate(config: type) -> None:
     """Make ``config`` (uvicorn's Config) refuse permessage-deflate.  The server inflates
     every frame of a TCP read at once, before any backpressure applies: 256 KiB of silence
-    arrives as ~300 bytes, and the proxy spent half a core inflating a flood that pacing
+    arrives as a few hundred bytes, and the proxy spent half a core inflating a flood that pacing
     had already slowed.  Audio gains little from deflate.  Serve passes no WebSocket
     options to uvicorn, and its proxy builds its Config after calling this callback."""
     original = config.__init__  # type: ignore[misc]

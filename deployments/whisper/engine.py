@@ -126,7 +126,7 @@ class WhisperEngine:
         """The encoder's output for a batch, and (where rows were encoded at different widths)
         which positions of each row are real.  On a GPU the batch is encoded at its widest
         row's width in one call.  On CPU a batch gains nothing from being encoded together,
-        while padding every row to the widest cost up to half the encoder's time (streams'
+        while padding every row to the widest cost up to a third of a batch's time (streams'
         buffers differ in length): rows of the same width are encoded together, each group
         at its own width, and the outputs padded (the decoder masks the padding)."""
         if self.device.type != "cpu" or self.config.encode_pad_s is None:

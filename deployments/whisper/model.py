@@ -117,7 +117,7 @@ class DecoderBlock(nn.Module):
     def cross_cache(self, audio: Tensor, mask: Tensor | None = None) -> LayerCache:
         c = self.cross_attn
         # contiguous once here: as strided views every token step's two matmuls copied them
-        # (B x audio_ctx x state floats per layer, twice per step: most of a CPU step's time)
+        # (B x audio_ctx x state floats per layer, twice per step)
         return LayerCache(c.heads(c.key(audio)).contiguous(), c.heads(c.value(audio)).contiguous(), mask)
 
     def self_kv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
