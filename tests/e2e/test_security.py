@@ -46,11 +46,16 @@ LIMITS = {
 }
 
 
+def write_keys(path: Path) -> None:
+    keys = {"a": KEY, "fuzz": FUZZ_KEY, "cool": COOL_KEY}
+    keys |= {f"flood-{i}": k for i, k in enumerate(FLOOD_KEYS)}
+    path.write_text("".join(f"team-{name} {hash_key(k)}\n" for name, k in keys.items()))
+
+
 @pytest.fixture(scope="module")
 def secure_url(server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     keys = tmp_path_factory.mktemp("keys") / "api-keys"
-    extra = {"fuzz": FUZZ_KEY, "cool": COOL_KEY} | {f"flood-{i}": k for i, k in enumerate(FLOOD_KEYS)}
-    keys.write_text("".join(f"team-{name} {hash_key(k)}\n" for name, k in {"a": KEY, **extra}.items()))
+    write_keys(keys)
     ingress = {
         "auth": {"mode": "api_key", "keys_file": str(keys), "reload_interval_s": 0.2},
         "allowed_origins": [ORIGIN],
@@ -134,8 +139,7 @@ def test_key_rotation_without_restart(secure_url: str, tmp_path_factory: pytest.
     try:
         assert asyncio.run(run())["type"] == "ready"
     finally:
-        extra = {"fuzz": FUZZ_KEY, "cool": COOL_KEY} | {f"flood-{i}": k for i, k in enumerate(FLOOD_KEYS)}
-    keys.write_text("".join(f"team-{name} {hash_key(k)}\n" for name, k in {"a": KEY, **extra}.items()))
+        write_keys(keys)
 
 
 def test_streams_per_key_are_counted_across_ingress_replicas(secure_url: str) -> None:
