@@ -130,19 +130,23 @@ class WhisperEngine:
         buffers differ in length): rows of the same width are encoded together, each group
         at its own width, and the outputs padded (the decoder masks the padding)."""
         if self.device.type != "cpu" or self.config.encode_pad_s is None:
-            width = self.encoder_frames(frames, full=any(full))
-            batch = torch.stack([pad_frames(m, width) for m in mels]).to(self.dtype)
-            return self.model.encoder(batch), None
-        widths = [self.encoder_frames([f], full=w) for f, w in zip(frames, full, strict=True)]
+            widths = [self.encoder_frames(frames, full=any(full))] * len(mels)
+        else:
+            widths = [self.encoder_frames([f], full=w) for f, w in zip(frames, full, strict=True)]
+        groups = {w: [i for i, x in enumerate(widths) if x == w] for w in sorted(set(widths))}
+        encoded = {
+            w: self.model.encoder(torch.stack([pad_frames(mels[i], w) for i in rows]).to(self.dtype))
+            for w, rows in groups.items()
+        }
+        if len(groups) == 1:  # one width: the encoder's output as it is, nothing to mask
+            return next(iter(encoded.values())), None
         ctx = max(widths) // 2
         out = torch.zeros(len(mels), ctx, self.model.dims.n_state, dtype=self.dtype, device=self.device)
         valid = torch.zeros(len(mels), ctx, dtype=torch.bool, device=self.device)
-        for width in sorted(set(widths)):
-            rows = [i for i, w in enumerate(widths) if w == width]
-            batch = torch.stack([pad_frames(mels[i], width) for i in rows]).to(self.dtype)
-            out[rows, : width // 2] = self.model.encoder(batch)
-            valid[rows, : width // 2] = True
-        return out, (None if len(set(widths)) == 1 else valid)
+        for w, rows in groups.items():
+            out[rows, : w // 2] = encoded[w]
+            valid[rows, : w // 2] = True
+        return out, valid
 
 
 def _ints(value: object) -> list[int]:
