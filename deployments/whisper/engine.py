@@ -126,8 +126,8 @@ class WhisperEngine:
         """The encoder's output for a batch, and (where rows were encoded at different widths)
         which positions of each row are real.  On a GPU the batch is encoded at its widest
         row's width in one call.  On CPU a batch gains nothing from being encoded together,
-        while padding every row to the widest cost up to a third of a batch's time (streams'
-        buffers differ in length): rows of the same width are encoded together, each group
+        while padding every row to the widest encodes silence (streams' buffers differ in
+        length): rows of the same width are encoded together, each group
         at its own width, and the outputs padded (the decoder masks the padding)."""
         if self.device.type != "cpu" or self.config.encode_pad_s is None:
             widths = [self.encoder_frames(frames, full=any(full))] * len(mels)
