@@ -12,7 +12,7 @@ from deployments.transcript import Hypothesis, Word
 from deployments.whisper.features import ENCODER_FRAMES_PER_SECOND, FRAMES_PER_SECOND
 from deployments.whisper.graphs import StaticSteps
 from deployments.whisper.model import Whisper
-from deployments.whisper.timing import clamp_stretched_ends, token_boundaries_batch
+from deployments.whisper.timing import clamp_stretched_ends, token_boundaries
 from deployments.whisper.tokenizer import WhisperTokenizer
 
 # generous for speech (English runs at ~3-4 tokens per second): a row past this is looping
@@ -32,7 +32,10 @@ class DecodeOptions:
 class _Row:
     tokens: list[int]
     logprobs: list[float]
-    qk: list[torch.Tensor]  # one (heads, audio_ctx) row per predicted token
+    # alignment scores: the decoder positions that predicted this row's tokens are ``n_align``
+    # consecutive ones of the batch's (prefix positions, then one per step) from ``first``
+    first: int
+    n_align: int
     done: bool = False
     n_forced: int = 0  # leading tokens that were fed, not generated
     budget: int = 448  # stop once the row holds this many tokens (forced ones included)
@@ -116,8 +119,11 @@ class GreedyDecoder:
         sot_hidden = hidden[torch.arange(batch, device=device), sot_at]
         no_speech = decoder.logits(sot_hidden).float().softmax(dim=-1)[:, self.tok.special.no_speech]
         last = decoder.logits(hidden[:, -1]).float()
+        # (B, heads, positions, audio_ctx); the last position's row is step 0's
         prefix_align = torch.stack([qks[layer][:, head] for layer, head in self.alignment_heads], dim=1)
-        rows = [self._forced_row(f, prefix_align[i], width) for i, f in enumerate(forced_toks)]
+        rows = [
+            _Row(list(f), [0.0] * len(f), width - 1 - len(f), len(f), n_forced=len(f)) for f in forced_toks
+        ]
         for row, frames in zip(rows, n_frames, strict=True):
             seconds = frames / FRAMES_PER_SECOND
             row.budget = row.n_forced + min(self.opts.max_new_tokens, int(seconds * TOKENS_PER_SECOND) + 8)
@@ -129,12 +135,12 @@ class GreedyDecoder:
         static = self.steps if self.steps is not None and self.steps.fits(batch) else None
         if static is not None:
             static.load(cache, valid)
-        align = self._alignment_rows(qks)
+        steps: list[torch.Tensor] = []  # each step's (B, heads, audio_ctx), after step 0's
         for step in range(limit):
             last = last.masked_fill(first_mask if step == 0 else self.suppress, -np.inf)
             last[:, eot] = last[:, eot].masked_fill(hold > step, -np.inf)
             logp = last.log_softmax(dim=-1)
-            self._append(rows, logp, align)
+            self._append(rows, logp)
             if all(r.done for r in rows) or step == limit - 1:
                 break
             feed = torch.tensor(
@@ -147,11 +153,13 @@ class GreedyDecoder:
                 hidden, qks = decoder(feed, next_pos, valid, cache)
                 last = decoder.logits(hidden[:, -1]).float()
                 align = self._alignment_rows(qks)
+            steps.append(align[:, :, None])
             next_pos = next_pos + 1
-        return self._finish_all(rows, n_frames, offsets, no_speech.tolist())
+        aligns = torch.cat([prefix_align, *steps], dim=2) if steps else prefix_align
+        return self._finish_all(rows, aligns, n_frames, offsets, no_speech.tolist())
 
-    def _append(self, rows: list[_Row], logp: torch.Tensor, align: torch.Tensor) -> None:
-        """Extend each unfinished row with its greedy choice and that step's alignment row."""
+    def _append(self, rows: list[_Row], logp: torch.Tensor) -> None:
+        """Extend each unfinished row with its greedy choice (and that step's alignment row)."""
         best = logp.argmax(dim=-1)
         # one device->host copy per step for the whole batch (not one per row: on a GPU each
         # is a sync)
@@ -159,7 +167,7 @@ class GreedyDecoder:
         for i, row in enumerate(rows):
             if row.done:
                 continue
-            row.qk.append(align[i])
+            row.n_align += 1
             if choice[i] == self.tok.special.eot:
                 row.done = True
             else:
@@ -171,29 +179,26 @@ class GreedyDecoder:
 
     def _alignment_rows(self, qks: list[torch.Tensor]) -> torch.Tensor:
         """(B, heads, audio_ctx) scores of the alignment heads at the last position (left on
-        the model's device: the timing filter runs there, one copy to the host per row)."""
+        the model's device: the timing filter runs there, one copy to the host per chunk)."""
         return torch.stack([qks[layer][:, head, -1] for layer, head in self.alignment_heads], dim=1)
 
-    @staticmethod
-    def _forced_row(forced: list[int], align: torch.Tensor, width: int) -> _Row:
-        """A row that starts with its forced tokens; their alignment rows come from the
-        prefix pass (``align``: heads x positions x audio_ctx; the position before each
-        forced token is the one that predicts it)."""
-        start = width - 1 - len(forced)
-        qk = [align[:, p] for p in range(start, width - 1)]
-        return _Row(list(forced), [0.0] * len(forced), qk, n_forced=len(forced))
-
     def _finish_all(
-        self, rows: list[_Row], n_frames: list[int], offsets: list[float], no_speech: list[float]
+        self,
+        rows: list[_Row],
+        aligns: torch.Tensor,
+        n_frames: list[int],
+        offsets: list[float],
+        no_speech: list[float],
     ) -> list[Hypothesis]:
-        """Hypotheses for the batch; the word timings of all rows in one batched DTW."""
-        kept: list[tuple[int, list[int], torch.Tensor, int]] = []
+        """Hypotheses for the batch; the word timings of all rows in one batched DTW
+        (``aligns``: (B, heads, positions, audio_ctx), the rows' alignment scores)."""
+        kept: list[tuple[int, list[int], int]] = []  # row, its tokens, its alignment positions
         out: list[Hypothesis] = []
         for i, row in enumerate(rows):
-            tokens, qk, looped, forced = row.tokens, row.qk, False, row.n_forced
+            tokens, looped, forced = row.tokens, False, row.n_forced
             cut = self._loop_cut(tokens[forced:])  # forced text is committed: only cut what is new
             if cut is not None:
-                tokens, qk, looped = tokens[: forced + cut], qk[: forced + cut + 1], True
+                tokens, looped = tokens[: forced + cut], True
             generated = row.logprobs[forced : len(tokens)]
             avg_logprob = float(np.mean(generated)) if generated else 0.0
             silent = (
@@ -201,9 +206,16 @@ class GreedyDecoder:
             )
             out.append(Hypothesis([], no_speech[i], avg_logprob, looped))
             if tokens and not (silent and not forced):
-                kept.append((i, tokens, torch.stack(qk[: len(tokens) + 1], dim=1), n_frames[i] // 2))
-        boundaries = token_boundaries_batch([qk for *_, qk, _ in kept], [f for *_, f in kept])
-        for (i, tokens, _, _), frames in zip(kept, boundaries, strict=True):
+                # a position per token, and the one that predicted end-of-text where there is one
+                kept.append((i, tokens, min(row.n_align, len(tokens) + 1)))
+        boundaries = token_boundaries(
+            aligns,
+            [i for i, _, _ in kept],
+            [rows[i].first for i, _, _ in kept],
+            [n for *_, n in kept],
+            [n_frames[i] // 2 for i, _, _ in kept],
+        )
+        for (i, tokens, _), frames in zip(kept, boundaries, strict=True):
             starts = frames / ENCODER_FRAMES_PER_SECOND
             texts: list[str] = []
             bounds: list[tuple[float, float]] = []

@@ -6,13 +6,14 @@ import json
 import logging
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from deployments.config import EngineConfig
 from deployments.transcript import DecodeRequest, Hypothesis
 from deployments.whisper.ct2 import read_ct2_variables, to_state_dict
 from deployments.whisper.decode import DecodeOptions, GreedyDecoder
-from deployments.whisper.features import CHUNK_SAMPLES, FRAMES_PER_SECOND, N_FRAMES, log_mel, pad_frames
+from deployments.whisper.features import CHUNK_SAMPLES, FRAMES_PER_SECOND, N_FRAMES, log_mel_batch, pad_frames
 from deployments.whisper.graphs import StaticSteps
 from deployments.whisper.model import Dims, Whisper, quantize_int8
 from deployments.whisper.tokenizer import WhisperTokenizer
@@ -100,15 +101,11 @@ class WhisperEngine:
         """Decode a batch of windows (each at most 30 s) in one encoder/decoder pass."""
         if not requests:
             return []
-        mels, frames = [], []
         for r in requests:
             if r.audio.ndim != 1 or len(r.audio) > CHUNK_SAMPLES:
                 raise ModelError(f"a decode window must be 1-D and at most 30 s, got {r.audio.shape}")
-            audio = torch.from_numpy(r.audio).to(self.device, torch.float32)
-            mel = log_mel(audio)
-            frames.append(mel.shape[-1])
-            mels.append(mel)
-        audio, valid = self.encode(mels, frames, [r.full_window for r in requests])
+        mel, frames = self.features([r.audio for r in requests])
+        audio, valid = self.encode(mel, frames, [r.full_window for r in requests])
         return self.decoder.decode(
             audio,
             [r.prompt for r in requests],
@@ -120,29 +117,40 @@ class WhisperEngine:
         )
 
     @torch.inference_mode()
+    def features(self, audio: list[np.ndarray]) -> tuple[torch.Tensor, list[int]]:
+        """The batch's log-mel (rows, 80, frames), zeros past each row's frames, and their
+        counts: the rows go to the device as one tensor (one copy, not one per row)."""
+        flat = torch.from_numpy(np.concatenate(audio).astype(np.float32, copy=False)).to(self.device)
+        lengths = [len(a) for a in audio]
+        rows = torch.nn.utils.rnn.pad_sequence(list(torch.split(flat, lengths)), batch_first=True)
+        return log_mel_batch(rows, lengths)
+
+    @torch.inference_mode()
     def encode(
-        self, mels: list[torch.Tensor], frames: list[int], full: list[bool]
+        self, mel: torch.Tensor, frames: list[int], full: list[bool]
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The encoder's output for a batch, and (where rows were encoded at different widths)
+        """The encoder's output for a batch (``mel``: rows, 80, frames, zeros past each row's
+        ``frames``), and (where rows were encoded at different widths)
         which positions of each row are real.  On a GPU the batch is encoded at its widest
         row's width in one call.  On CPU a batch gains nothing from being encoded together,
         while padding every row to the widest encodes silence (streams' buffers differ in
         length): rows of the same width are encoded together, each group
         at its own width, and the outputs padded (the decoder masks the padding)."""
         if self.device.type != "cpu" or self.config.encode_pad_s is None:
-            widths = [self.encoder_frames(frames, full=any(full))] * len(mels)
+            widths = [self.encoder_frames(frames, full=any(full))] * len(frames)
         else:
             widths = [self.encoder_frames([f], full=w) for f, w in zip(frames, full, strict=True)]
         groups = {w: [i for i, x in enumerate(widths) if x == w] for w in sorted(set(widths))}
+        whole = len(groups) == 1
         encoded = {
-            w: self.model.encoder(torch.stack([pad_frames(mels[i], w) for i in rows]).to(self.dtype))
+            w: self.model.encoder(pad_frames(mel if whole else mel[rows], w).to(self.dtype))
             for w, rows in groups.items()
         }
-        if len(groups) == 1:  # one width: the encoder's output as it is, nothing to mask
+        if whole:  # one width: the encoder's output as it is, nothing to mask
             return next(iter(encoded.values())), None
         ctx = max(widths) // 2
-        out = torch.zeros(len(mels), ctx, self.model.dims.n_state, dtype=self.dtype, device=self.device)
-        valid = torch.zeros(len(mels), ctx, dtype=torch.bool, device=self.device)
+        out = torch.zeros(len(frames), ctx, self.model.dims.n_state, dtype=self.dtype, device=self.device)
+        valid = torch.zeros(len(frames), ctx, dtype=torch.bool, device=self.device)
         for w, rows in groups.items():
             out[rows, : w // 2] = encoded[w]
             valid[rows, : w // 2] = True

@@ -56,14 +56,30 @@ def log_mel(audio: torch.Tensor, n_mels: int = 80) -> torch.Tensor:
 
     Like faster-whisper, one hop of zeros is appended before the STFT.
     """
+    return log_mel_batch(audio[None], [audio.shape[-1]], n_mels)[0][0]
+
+
+def log_mel_batch(
+    audio: torch.Tensor, lengths: list[int], n_mels: int = 80
+) -> tuple[torch.Tensor, list[int]]:
+    """Several rows at once (a GPU batch's features in a dozen kernels, not a dozen per row):
+    ``audio`` (rows, samples), row k's first ``lengths[k]`` samples real and zeros after ->
+    (rows, n_mels, frames) with zeros past each row's own frame count (its samples // 160 +
+    1), and those counts.  Each row is what :func:`log_mel` of it alone gives: the frames of
+    a row read no sample past its own end + one hop, which the appended hop makes zeros in
+    both cases, and its normalisation peak is taken over its own frames."""
     audio = torch.nn.functional.pad(audio, (0, HOP_LENGTH))
     window = torch.hann_window(N_FFT, device=audio.device)
+    frames = [n // HOP_LENGTH + 1 for n in lengths]
     stft = torch.stft(audio, N_FFT, HOP_LENGTH, window=window, return_complex=True)
-    power = stft[..., :-1].abs() ** 2
+    power = stft[..., : max(frames)].abs() ** 2
     mel = mel_filters(n_mels).to(audio.device) @ power
     log_spec = torch.clamp(mel, min=1e-10).log10()
-    log_spec = torch.maximum(log_spec, log_spec.max() - 8.0)
-    return (log_spec + 4.0) / 4.0
+    real = torch.arange(max(frames), device=audio.device) < torch.tensor(frames, device=audio.device)[:, None]
+    real = real[:, None, :]
+    peak = log_spec.masked_fill(~real, -torch.inf).amax(dim=(1, 2), keepdim=True)
+    log_spec = torch.maximum(log_spec, peak - 8.0)
+    return ((log_spec + 4.0) / 4.0).masked_fill(~real, 0.0), frames
 
 
 def pad_frames(mel: torch.Tensor, n_frames: int = N_FRAMES) -> torch.Tensor:

@@ -4,24 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 MEDIAN_FILTER_WIDTH = 7
 
 
-def median_filter(x: torch.Tensor, width: int = MEDIAN_FILTER_WIDTH) -> torch.Tensor:
-    """Median over a sliding window on the last axis, reflect-padded."""
-    pad = width // 2
-    if x.shape[-1] <= pad:
-        return x
-    shape = x.shape
-    y = F.pad(x.reshape(-1, 1, shape[-1]), (pad, pad), mode="reflect")
-    return y.unfold(-1, width, 1).median(dim=-1).values.reshape(shape)
-
-
-def dtw_batch(costs: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Monotonic alignment paths through several cost matrices (N tokens x M frames each),
-    as (token_indices, frame_indices), all rows of the batch at once.
+def _trace_batch(costs: list[np.ndarray]) -> np.ndarray:
+    """The DTW's forward pass over several cost matrices (N tokens x M frames each) at once:
+    per matrix, which move reached each cell (0 diagonal, 1 up, 2 left), padded.
 
     One token row at a time: within a row a cell depends on the one left of it, and that
     chain is a prefix minimum (``acc[i, j] = S[j] + min_k<=j (best[k] - S[k-1])``, S the
@@ -30,8 +19,6 @@ def dtw_batch(costs: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
     per anti-diagonal (N + M, ~1500 for a 30 s window; that loop was half of a GPU batch's
     time).  Ties go diagonal, then up, then left, as in Whisper.  Each matrix is padded right
     and below, where no path of its own reaches."""
-    if not costs:
-        return []
     b = len(costs)
     n = max(c.shape[0] for c in costs)
     m = max(c.shape[1] for c in costs)
@@ -49,6 +36,15 @@ def dtw_batch(costs: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
         left = np.concatenate([inf_col, row[:, :-1]], axis=1)
         trace[:, i, 1:] = np.where(left < best, 2, np.where(diag <= up, 0, 1))
         above = np.concatenate([inf_col, row], axis=1)
+    return trace
+
+
+def dtw_batch(costs: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Monotonic alignment paths through several cost matrices, as (token_indices,
+    frame_indices), all matrices' forward passes at once."""
+    if not costs:
+        return []
+    trace = _trace_batch(costs)
     return [_backtrace(trace[k], c.shape[0], c.shape[1]) for k, c in enumerate(costs)]
 
 
@@ -69,25 +65,106 @@ def _backtrace(trace: np.ndarray, n: int, m: int) -> tuple[np.ndarray, np.ndarra
     return np.concatenate(tokens)[::-1].copy(), np.concatenate(frames)[::-1].copy()
 
 
-def token_boundaries_batch(qks: list[torch.Tensor], n_frames: list[int]) -> list[np.ndarray]:
-    """Start frame of each token row, for several rows (their DTWs run together).
+def token_starts_batch(costs: list[np.ndarray]) -> list[np.ndarray]:
+    """Per cost matrix, the frame where each token's stretch of its DTW path begins (tokens
+    the path never reaches left out), then M: what ``dtw_batch``'s paths give, walked back
+    for all matrices together, one token row per step (a per-matrix walk cost ~0.6 ms a row
+    on a 2-core host, a GPU batch's largest host cost after the token loop)."""
+    if not costs:
+        return []
+    trace = _trace_batch(costs)
+    b, _, width = trace.shape
+    rows = np.arange(b)
+    i = np.array([c.shape[0] for c in costs])
+    j = np.array([c.shape[1] for c in costs])
+    starts = np.full((b, max(1, int(i.max()))), -1, dtype=np.int64)
+    columns = np.arange(1, width)
+    while True:
+        live = (i > 0) & (j > 0)
+        if not live.any():
+            break
+        line = trace[rows, i, 1:]  # each matrix's current token row
+        turns = (line != 2) & (columns[None, :] <= j[:, None])  # where the path leaves it
+        last = width - 1 - np.argmax(turns[:, ::-1], axis=1)  # the last turn's column
+        k = np.where(turns.any(axis=1), last, 1)
+        starts[rows[live], i[live] - 1] = k[live] - 1
+        diagonal = trace[rows, i, k] == 0
+        j = np.where(live, np.where(diagonal, k - 1, k), j)
+        i = np.where(live, i - 1, i)
+    return [
+        np.append(s[: c.shape[0]][s[: c.shape[0]] >= 0], c.shape[1])
+        for s, c in zip(starts, costs, strict=True)
+    ]
 
-    ``qks[k]``: (heads, rows, audio_ctx) raw scores of the alignment heads, one row per decoder
-    position that predicted a text token plus the final row that predicted end-of-text.
-    Returns per row the encoder frame (50/s) where each token begins, length rows + 1
-    (last = end)."""
-    costs = []
-    for qk, frames in zip(qks, n_frames, strict=True):
-        frames = max(1, min(frames, qk.shape[-1]))
-        w = qk[..., :frames].float().softmax(dim=-1)
-        std, mean = torch.std_mean(w, dim=-2, keepdim=True, unbiased=False)
+
+# alignment scores normalised per chunk of rows: the median filter's window copy is 7x a
+# chunk, so a chunk holds at most this many scores (rows x heads x tokens x frames)
+_CHUNK_SCORES = 8_000_000
+
+
+def token_boundaries(
+    align: torch.Tensor, rows: list[int], starts: list[int], counts: list[int], n_frames: list[int]
+) -> list[np.ndarray]:
+    """Start frame of each token, for several rows of a batch (their DTWs run together).
+
+    ``align``: (batch, heads, positions, audio_ctx) raw scores of the alignment heads, one
+    position per decoder step; row ``rows[k]``'s tokens are the ``counts[k]`` positions from
+    ``starts[k]`` (one per position that predicted a text token plus the final one that
+    predicted end-of-text) over its first ``n_frames[k]`` encoder frames.  Returns per row
+    the encoder frame (50/s) where each token begins, length counts + 1 (last = end).
+
+    Rows are normalised and median-filtered together on the scores' device (one copy to the
+    host per chunk, not one per row: on a GPU each copy is a sync), each as it would be
+    alone: a row's softmax and filter see only its own frames, its mean only its own tokens."""
+    if not rows:
+        return []
+    device = align.device
+    frames = [max(1, min(f, align.shape[-1])) for f in n_frames]
+    heads = align.shape[1]
+    costs: list[np.ndarray] = []
+    by_position = align.transpose(1, 2)  # (batch, positions, heads, audio_ctx)
+    at = 0
+    while at < len(rows):
+        size, n, f = 1, counts[at], frames[at]
+        while at + size < len(rows):  # grow the chunk while its padded scores fit
+            n2, f2 = max(n, counts[at + size]), max(f, frames[at + size])
+            if (size + 1) * heads * n2 * f2 > _CHUNK_SCORES:
+                break
+            size, n, f = size + 1, n2, f2
+        chunk = slice(at, at + size)
+        at += size
+        count = torch.tensor(counts[chunk], device=device)
+        width = torch.tensor(frames[chunk], device=device)
+        pos = torch.tensor(starts[chunk], device=device)[:, None] + torch.arange(n, device=device)
+        pick = torch.tensor(rows[chunk], device=device)[:, None]
+        x = by_position[pick, pos.clamp_max(align.shape[2] - 1), :, :f].transpose(1, 2).float()
+        real_frame = (torch.arange(f, device=device) < width[:, None])[:, None, None, :]
+        real_token = (torch.arange(n, device=device) < count[:, None])[:, None, :, None]
+        w = x.masked_fill(~real_frame, -torch.inf).softmax(dim=-1)
+        tokens = count[:, None, None, None].to(w.dtype)
+        mean = (w * real_token).sum(dim=-2, keepdim=True) / tokens
+        std = (((w - mean) * real_token) ** 2).sum(dim=-2, keepdim=True).div(tokens).sqrt()
         w = (w - mean) / std.clamp_min(1e-10)
-        costs.append((-median_filter(w).mean(dim=0)).double().cpu().numpy())
-    out = []
-    for (text_idx, time_idx), cost in zip(dtw_batch(costs), costs, strict=True):
-        jumps = np.pad(np.diff(text_idx), (1, 0), constant_values=1).astype(bool)
-        out.append(np.append(time_idx[jumps], cost.shape[1]))
-    return out
+        cost = (-median_filter_rows(w, width).mean(dim=1)).double().cpu().numpy()
+        costs += [cost[k, : counts[c], : frames[c]] for k, c in enumerate(range(chunk.start, chunk.stop))]
+    return token_starts_batch(costs)
+
+
+def median_filter_rows(
+    x: torch.Tensor, frames: torch.Tensor, width: int = MEDIAN_FILTER_WIDTH
+) -> torch.Tensor:
+    """Median over a sliding window on the last axis of each row of ``x`` (rows, ...,
+    frames), over its first ``frames[k]`` frames, reflect-padded at that row's own end (what
+    lies past it is left as any value), as Whisper filters its alignment scores; rows of at
+    most ``width // 2`` frames are returned as they are."""
+    pad = width // 2
+    at = torch.arange(-pad, x.shape[-1] + pad, device=x.device).abs()[None, :]
+    last = (frames[:, None] - 1).clamp_min(0)
+    source = torch.where(at > last, 2 * last - at, at).clamp(min=0).minimum(last)  # reflect
+    source = source.view(x.shape[0], *([1] * (x.dim() - 2)), -1).expand(*x.shape[:-1], -1)
+    filtered = x.gather(-1, source).unfold(-1, width, 1).median(dim=-1).values
+    short = (frames <= pad).view(-1, *([1] * (x.dim() - 1)))
+    return torch.where(short, x, filtered)
 
 
 MIN_LONG_WORD_S = 1.0  # no clamp below this: slow speech and long words stay whole

@@ -76,15 +76,14 @@ def test_cpu_rows_are_encoded_at_their_own_width(evalset: Path) -> None:
     rows = [json.loads(line) for line in (evalset / "manifest.jsonl").read_text().splitlines()][::29]
     requests = [DecodeRequest(read_wav(evalset / row["audio"]).samples) for row in rows]
     requests.append(DecodeRequest(requests[0].audio, full_window=True))  # a flush: all 30 s
-    mels = [log_mel(torch.from_numpy(r.audio)) for r in requests]
-    frames = [m.shape[-1] for m in mels]
+    mel, frames = engine.features([r.audio for r in requests])
     full = [r.full_window for r in requests]
-    audio, valid = engine.encode(mels, frames, full)
+    audio, valid = engine.encode(mel, frames, full)
     assert valid is not None and audio.shape[1] == N_FRAMES // 2
     widths = [engine.encoder_frames([f], full=w) for f, w in zip(frames, full, strict=True)]
     assert len(set(widths)) > 2 and widths[-1] == N_FRAMES
-    for i, (mel, f, w) in enumerate(zip(mels, frames, full, strict=True)):
-        alone, mask = engine.encode([mel], [f], [w])
+    for i, (r, f, w) in enumerate(zip(requests, frames, full, strict=True)):
+        alone, mask = engine.encode(log_mel(torch.from_numpy(r.audio))[None], [f], [w])
         assert mask is None and int(valid[i].sum()) == alone.shape[1] == widths[i] // 2
         assert torch.allclose(audio[i, : alone.shape[1]], alone[0], atol=1e-4)
     batch = engine.transcribe(requests)

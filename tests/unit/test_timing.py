@@ -4,8 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
+import torch.nn.functional as F
 
-from deployments.whisper.timing import clamp_stretched_ends, dtw_batch
+from deployments.whisper import timing
+from deployments.whisper.timing import (
+    clamp_stretched_ends,
+    dtw_batch,
+    median_filter_rows,
+    token_boundaries,
+    token_starts_batch,
+)
 
 
 def brute_force_cost(cost: np.ndarray) -> float:
@@ -46,3 +55,66 @@ def test_stretched_sentence_ends_and_last_words_are_cut_back() -> None:
 def test_long_words_at_a_slow_pace_are_kept() -> None:
     bounds = [(0.0, 1.5), (1.5, 3.2), (3.2, 4.9)]  # median 1.7 s: up to 3.4 s is a word
     assert clamp_stretched_ends([" Slowly.", " spoken.", " words."], bounds) == bounds
+
+
+def test_batched_token_starts_are_where_each_path_enters_a_token() -> None:
+    """The batched walk back gives, per matrix, the first frame of each token on the path
+    ``dtw_batch`` finds for it alone (tokens the path skips left out), then M."""
+    rng = np.random.default_rng(2)
+    shapes = [(1, 1), (1, 9), (7, 1), (5, 5), (12, 40), (30, 35), (3, 60)]
+    costs = [rng.random(shape) for shape in shapes]
+    costs.append(np.zeros((6, 20)))  # every path ties: the tie order decides
+    for cost, starts in zip(costs, token_starts_batch(costs), strict=True):
+        tokens, frames = dtw_batch([cost])[0]
+        first = np.pad(np.diff(tokens), (1, 0), constant_values=1).astype(bool)
+        assert np.array_equal(starts, np.append(frames[first], cost.shape[1]))
+    assert token_starts_batch([]) == []
+
+
+def whisper_median_filter(x: torch.Tensor, width: int = 7) -> torch.Tensor:
+    """Whisper's filter of one row (the reference): reflect-padded sliding median."""
+    pad = width // 2
+    if x.shape[-1] <= pad:
+        return x
+    y = F.pad(x.reshape(-1, 1, x.shape[-1]), (pad, pad), mode="reflect")
+    return y.unfold(-1, width, 1).median(dim=-1).values.reshape(x.shape)
+
+
+def test_rows_are_median_filtered_each_over_its_own_frames() -> None:
+    frames = [1, 3, 4, 5, 17, 40]
+    x = torch.randn(len(frames), 2, 3, max(frames))
+    out = median_filter_rows(x, torch.tensor(frames))
+    for k, f in enumerate(frames):
+        assert torch.equal(out[k, ..., :f], whisper_median_filter(x[k, ..., :f]))
+
+
+def test_batched_token_boundaries_equal_each_row_alone() -> None:
+    """Rows of different token counts, start positions and frame counts, in one call and in
+    chunks: each gets the boundaries it gets alone."""
+    rng = torch.Generator().manual_seed(3)
+    align = torch.randn(5, 4, 30, 80, generator=rng)
+    rows, starts, counts, frames = [0, 2, 3, 4], [0, 5, 2, 10], [12, 20, 3, 20], [80, 33, 2, 60]
+    together = token_boundaries(align, rows, starts, counts, frames)
+    for k in range(len(rows)):
+        # Whisper's recipe on this row's own scores: softmax over its frames, standardised
+        # over its tokens, median-filtered, averaged over heads, DTW
+        w = align[rows[k], :, starts[k] : starts[k] + counts[k], : frames[k]].softmax(dim=-1)
+        std, mean = torch.std_mean(w, dim=-2, keepdim=True, unbiased=False)
+        cost = (-whisper_median_filter((w - mean) / std.clamp_min(1e-10)).mean(dim=0)).double().numpy()
+        tokens, path = dtw_batch([cost])[0]
+        first = np.pad(np.diff(tokens), (1, 0), constant_values=1).astype(bool)
+        assert np.array_equal(together[k], np.append(path[first], frames[k]))
+        alone = token_boundaries(
+            align, rows[k : k + 1], starts[k : k + 1], counts[k : k + 1], frames[k : k + 1]
+        )
+        assert np.array_equal(together[k], alone[0])
+        assert together[k][-1] == frames[k] and len(together[k]) <= counts[k] + 1
+    chunked = timing._CHUNK_SCORES
+    try:
+        timing._CHUNK_SCORES = 4 * 20 * 80  # one row per chunk
+        assert all(
+            np.array_equal(a, b)
+            for a, b in zip(token_boundaries(align, rows, starts, counts, frames), together, strict=True)
+        )
+    finally:
+        timing._CHUNK_SCORES = chunked
