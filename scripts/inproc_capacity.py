@@ -3,25 +3,40 @@
 in-memory transport, their decodes batched across streams onto one engine the way the ASR
 deployment's ``@serve.batch`` does (one batch at a time, ``--max-batch``, ``--batch-wait``).
 
-    python scripts/inproc_capacity.py --streams 50 100 200 --device cuda --clips DIR
+    python scripts/inproc_capacity.py --streams 50 100 200 --device cuda --manifest M --workers 8
 
-The engine runs in its own process (as the ASR replica does).  What it leaves out is the
-network path (proxy, WebSocket, Ray handle); it is how the GPU
-figure is measured where Ray cannot be installed, and on CPU it shows what Serve adds.
-Latency definitions are the load tester's (``ingest.client.StreamResult``).
+The sessions run in ``--workers`` processes (stream i in worker i % K), so the load generator
+is not one GIL; the engine runs in its own process (as the ASR replica does) together with the
+batcher, which batches across all workers' streams.  ``--repeat`` runs each level several
+times (the table shows medians and [min-max]).  What it leaves out is the network path (proxy,
+WebSocket, Ray handle); it is how the GPU figure is measured where Ray cannot be installed, and
+on CPU it shows what Serve adds.  Latency definitions are the load tester's
+(``ingest.client.StreamResult``).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
+import itertools
 import json
+import multiprocessing
 import os
+import pickle
 import platform
+import queue
 import random
+import signal
+import sys
 import threading
 import time
+import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from multiprocessing.context import SpawnProcess
+from multiprocessing.queues import Queue
+from multiprocessing.synchronize import Event
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +44,7 @@ import numpy as np
 
 from cluster.serve_config import load_serve_config, merge
 from deployments.config import EngineConfig
-from deployments.session import StreamSession
+from deployments.session import Decode, StreamSession
 from deployments.streaming import PolicyConfig
 from deployments.transcript import DecodeRequest, Hypothesis
 from ingest import messages as m
@@ -41,6 +56,15 @@ from ingest.wer import wer
 
 FRAME_S = 0.1
 ROOT = Path(__file__).resolve().parent.parent
+CTX = multiprocessing.get_context("spawn")  # fork would copy the parent's threads and torch state
+CLOSE_TIMEOUT_S = 300.0  # a stream waits this long for the session to close
+
+RequestId = tuple[int, int]  # (run tag, number within the worker's run)
+# on the shared request queue: (worker, request id, request); worker -1: a stats request; None: stop
+RequestItem = tuple[int, RequestId, DecodeRequest | None] | None
+# on a worker's response queue: (request id, outcome); outcome None with number -1: reader stops
+ResponseItem = tuple[RequestId, Hypothesis | BaseException | None]
+Row = dict[str, float]
 
 
 class MemoryTransport:
@@ -63,47 +87,313 @@ class MemoryTransport:
         self.closed.set()
 
 
+# --- the engine process -------------------------------------------------------------------
+
+
 @dataclass
-class Batcher:
-    """``@serve.batch`` semantics on one engine: requests queue; a batch takes what is there,
-    waits up to ``wait_s`` for more (up to ``max_batch``) and runs in a worker thread."""
+class EngineStats:
+    sizes: list[int]  # each batch's size
+    busy_s: float  # inside engine.transcribe
+    cpu_s: float  # the engine process's CPU time
 
-    transcribe: object
-    max_batch: int
-    wait_s: float
-    sizes: list[int] = field(default_factory=list)
-    busy_s: float = 0.0
-    queue: asyncio.Queue[tuple[DecodeRequest, asyncio.Future[Hypothesis]]] = field(
-        default_factory=asyncio.Queue
-    )
 
-    async def decode(self, request: DecodeRequest) -> Hypothesis:
-        future: asyncio.Future[Hypothesis] = asyncio.get_running_loop().create_future()
-        await self.queue.put((request, future))
-        return await future
+def _picklable(e: BaseException) -> BaseException:
+    """An exception that survives the response queue (an unpicklable one would be dropped by the
+    queue's feeder thread, and the stream would hang)."""
+    try:
+        pickle.loads(pickle.dumps(e))
+        return e
+    except Exception:
+        return RuntimeError(f"{type(e).__name__}: {e}")
 
-    async def run(self) -> None:
+
+class EngineBatcher:
+    """``@serve.batch`` semantics on one engine, in the engine process: a batch takes what is
+    queued, waits up to ``wait_s`` for more (up to ``max_batch``) and runs.  A receiver thread
+    moves requests from the shared queue to a local one, so unpickling the next requests'
+    audio overlaps the decode instead of following it."""
+
+    def __init__(
+        self,
+        transcribe: Callable[[list[DecodeRequest]], list[Hypothesis]],
+        max_batch: int,
+        wait_s: float,
+        responses: list[Queue[ResponseItem]],
+    ) -> None:
+        self.transcribe, self.max_batch, self.wait_s = transcribe, max_batch, wait_s
+        self.responses = responses
+        self.inbox: queue.Queue[tuple[int, RequestId, DecodeRequest] | None] = queue.Queue()
+        self.lock = threading.Lock()  # the stats: written by the batcher, taken by the receiver
+        self.stats = EngineStats([], 0.0, 0.0)
+        self.cpu0 = time.process_time()
+
+    def take_stats(self) -> EngineStats:
+        """The stats since the last call (the parent calls before and after each run)."""
+        with self.lock:
+            stats, self.stats = self.stats, EngineStats([], 0.0, 0.0)
+            now = time.process_time()
+            stats.cpu_s, self.cpu0 = now - self.cpu0, now
+        return stats
+
+    def receive(self, requests: Queue[RequestItem], control: Queue[str | EngineStats]) -> None:
+        parent = multiprocessing.parent_process()
         while True:
-            batch = [await self.queue.get()]
+            try:
+                item = requests.get(timeout=5.0)
+            except queue.Empty:
+                if parent is None or parent.is_alive():
+                    continue
+                item = None  # the parent is gone: do not outlive it
+            if item is None:
+                self.inbox.put(None)
+                return
+            worker, rid, request = item
+            if worker < 0 or request is None:
+                control.put(self.take_stats())
+            else:
+                self.inbox.put((worker, rid, request))
+
+    def run(self) -> None:
+        while (first := self.inbox.get()) is not None:
+            batch, stop = [first], False
             deadline = time.monotonic() + self.wait_s
             while len(batch) < self.max_batch:
                 try:
-                    batch.append(
-                        await asyncio.wait_for(self.queue.get(), max(0.0, deadline - time.monotonic()))
-                    )
-                except TimeoutError:
+                    item = self.inbox.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
                     break
+                if item is None:
+                    stop = True
+                    break
+                batch.append(item)
             started = time.monotonic()
+            outcomes: list[Hypothesis | BaseException]
             try:
-                hyps = await asyncio.to_thread(self.transcribe, [r for r, _ in batch])  # type: ignore[arg-type]
+                outcomes = list(self.transcribe([r for _, _, r in batch]))
             except Exception as e:  # the streams see the failure; the batcher carries on
-                for _, f in batch:
-                    f.set_exception(e)
+                outcomes = [_picklable(e)] * len(batch)
+            else:
+                with self.lock:
+                    self.stats.busy_s += time.monotonic() - started
+                    self.stats.sizes.append(len(batch))
+            for (worker, rid, _), outcome in zip(batch, outcomes, strict=True):
+                self.responses[worker].put((rid, outcome))
+            if stop:
+                return
+
+
+def _engine_main(
+    config: EngineConfig,
+    max_batch: int,
+    wait_s: float,
+    requests: Queue[RequestItem],
+    responses: list[Queue[ResponseItem]],
+    control: Queue[str | EngineStats],
+) -> None:
+    try:
+        from deployments.whisper.engine import WhisperEngine
+
+        engine = WhisperEngine(config)
+    except BaseException:
+        control.put(traceback.format_exc())
+        return
+    batcher = EngineBatcher(engine.transcribe, max_batch, wait_s, responses)
+    threading.Thread(target=batcher.receive, args=(requests, control), daemon=True).start()
+    control.put("ready")  # loaded before any clock starts
+    batcher.run()
+
+
+def _get(q: Queue[Any], procs: list[SpawnProcess], timeout: float, what: str) -> Any:
+    """The next item of ``q``; raises if it does not come in ``timeout`` s or one of ``procs``
+    dies meanwhile (a crashed process would otherwise leave the caller waiting forever)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return q.get(timeout=min(1.0, max(0.01, deadline - time.monotonic())))
+        except queue.Empty:
+            pass
+        dead = [p for p in procs if not p.is_alive()]
+        if dead:
+            try:  # what it put before exiting may still be in the pipe
+                return q.get(timeout=5.0)
+            except queue.Empty:
+                p = dead[0]
+                raise RuntimeError(f"{p.name} exited (code {p.exitcode}) while waiting for {what}") from None
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no {what} after {timeout:.0f} s")
+
+
+def _stop(procs: list[SpawnProcess], grace_s: float) -> None:
+    """Join, then terminate, then kill: no process outlives its level (or the run)."""
+    for p in procs:
+        p.join(grace_s)
+        if p.is_alive():
+            p.terminate()
+            p.join(5)
+        if p.is_alive():
+            p.kill()
+            p.join(5)
+
+
+class EngineProcess:
+    """The engine and the batcher in their own process, as the ASR replica is: the streams'
+    event loops and the decode loop do not share a GIL."""
+
+    def __init__(self, config: EngineConfig, max_batch: int, wait_s: float, workers: int) -> None:
+        self.requests: Queue[RequestItem] = CTX.Queue()
+        self.responses: list[Queue[ResponseItem]] = [CTX.Queue() for _ in range(workers)]
+        self.control: Queue[str | EngineStats] = CTX.Queue()
+        self.process = CTX.Process(
+            target=_engine_main,
+            args=(config, max_batch, wait_s, self.requests, self.responses, self.control),
+            name="engine",
+            daemon=True,
+        )
+        self.process.start()
+        ready = _get(self.control, [self.process], 1800, "the engine to load")
+        if ready != "ready":
+            self.close()
+            raise RuntimeError(f"the engine failed to load:\n{ready}")
+
+    def stats(self) -> EngineStats:
+        self.requests.put((-1, (0, 0), None))
+        stats = _get(self.control, [self.process], 60, "engine stats")
+        assert isinstance(stats, EngineStats)
+        return stats
+
+    def close(self) -> None:
+        if self.process.is_alive():
+            self.requests.put(None)
+        _stop([self.process], 30)
+        queues: list[Queue[Any]] = [self.requests, self.control, *self.responses]
+        for q in queues:
+            q.cancel_join_thread()  # a dead reader must not hang this process's exit
+
+
+# --- the worker processes (the sessions) --------------------------------------------------
+
+
+class EngineClient:
+    """A worker's decode: the request goes on the engine's shared queue; a thread reads this
+    worker's response queue and resolves the request's future on the event loop."""
+
+    def __init__(
+        self, worker: int, tag: int, requests: Queue[RequestItem], responses: Queue[ResponseItem]
+    ) -> None:
+        self.worker, self.tag, self.requests, self.responses = worker, tag, requests, responses
+        self.loop = asyncio.get_running_loop()
+        self.pending: dict[int, asyncio.Future[Hypothesis]] = {}
+        self.ids = itertools.count()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    async def decode(self, request: DecodeRequest) -> Hypothesis:
+        rid = next(self.ids)
+        self.pending[rid] = future = self.loop.create_future()
+        self.requests.put((self.worker, (self.tag, rid), request))
+        hypothesis: Hypothesis = await future
+        return hypothesis
+
+    def _read(self) -> None:
+        while True:
+            (tag, rid), outcome = self.responses.get()
+            if tag != self.tag:  # left over from an earlier run that failed
                 continue
-            self.busy_s += time.monotonic() - started
-            self.sizes.append(len(batch))
-            for (_, f), h in zip(batch, hyps, strict=True):
-                f.set_result(h)
+            if rid < 0:
+                return
+            self.loop.call_soon_threadsafe(self._resolve, rid, outcome)
+
+    def _resolve(self, rid: int, outcome: Hypothesis | BaseException | None) -> None:
+        future = self.pending.pop(rid, None)
+        if future is None or future.done():  # cancelled meanwhile
+            return
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            assert outcome is not None
+            future.set_result(outcome)
+
+    def close(self) -> None:
+        self.responses.put(((self.tag, -1), None))
+        self.reader.join(5)
+
+
+@dataclass
+class WorkerPlan:
+    worker: int
+    tag: int  # the run: responses to an earlier run's requests are dropped
+    policy: PolicyConfig
+    clips: dict[int, tuple[list[bytes], float]]  # clip index -> (0.1 s frames, seconds): only its own
+    streams: list[tuple[int, int, float]] = field(default_factory=list)  # (stream, clip, start delay)
+
+
+@dataclass
+class WorkerReport:
+    worker: int
+    results: list[tuple[int, StreamResult]]  # (stream index, result)
+    cpu_s: float  # this process's CPU time while the streams ran
+
+
+async def one_stream(
+    pcm: list[bytes], seconds: float, decode: Decode, policy: PolicyConfig, delay: float
+) -> StreamResult:
+    await asyncio.sleep(delay)  # stagger: real streams do not start in lockstep
+    t = MemoryTransport()
+    session = StreamSession(f"s{id(t)}", t, decode, policy, Limits())
+    task = asyncio.create_task(session.run())
+    await t.inbox.put(json.dumps({"type": "start", "sample_rate": 16000, "encoding": "pcm_s16le"}))
+    t.result.started_at = start = time.monotonic()
+    for i, frame in enumerate(pcm):
+        await asyncio.sleep(max(0.0, start + i * FRAME_S - time.monotonic()))
+        await t.inbox.put(frame)
+        t.result.sent.append((min(seconds, (i + 1) * FRAME_S), time.monotonic()))
+    await t.inbox.put(json.dumps({"type": "close"}))
+    await asyncio.wait_for(t.closed.wait(), timeout=CLOSE_TIMEOUT_S)
+    await task
+    return t.result
+
+
+async def _worker_streams(
+    plan: WorkerPlan, requests: Queue[RequestItem], responses: Queue[ResponseItem]
+) -> list[tuple[int, StreamResult]]:
+    client = EngineClient(plan.worker, plan.tag, requests, responses)
+    try:
+        results = await asyncio.gather(
+            *(one_stream(*plan.clips[c], client.decode, plan.policy, d) for _, c, d in plan.streams)
+        )
+    finally:
+        client.close()
+    return [(i, r) for (i, _, _), r in zip(plan.streams, results, strict=True)]
+
+
+def _worker_main(
+    plan: WorkerPlan,
+    requests: Queue[RequestItem],
+    responses: Queue[ResponseItem],
+    results: Queue[tuple[str, int, Any]],
+    go: Event,
+) -> None:
+    try:
+        import torch
+
+        # one thread per process: many workers x torch's default threads would thrash the cores
+        # (silero_vad imports torch; the VAD itself runs in onnxruntime, on one thread)
+        torch.set_num_threads(1)
+        if plan.policy.vad.enabled:
+            from deployments.vad import StreamVad
+
+            StreamVad()  # loads the model now, not in the first stream's clock
+        results.put(("ready", plan.worker, None))
+        if not go.wait(600):
+            return  # the parent gave up
+        cpu0 = time.process_time()
+        streams = asyncio.run(_worker_streams(plan, requests, responses))
+        results.put(("done", plan.worker, WorkerReport(plan.worker, streams, time.process_time() - cpu0)))
+    except BaseException:
+        results.put(("error", plan.worker, traceback.format_exc()))
+
+
+# --- the parent ---------------------------------------------------------------------------
 
 
 class GpuSampler:
@@ -112,12 +402,11 @@ class GpuSampler:
     def __init__(self) -> None:
         self.samples: list[float] = []
         self._stop = threading.Event()
+        self._nvml: Any = None
         try:
-            import pynvml
-
-            pynvml.nvmlInit()
-            self._handle = pynvml.nvmlDeviceGetHandleByIndex(0)
-            self._nvml = pynvml
+            self._nvml = importlib.import_module("pynvml")
+            self._nvml.nvmlInit()
+            self._handle = self._nvml.nvmlDeviceGetHandleByIndex(0)
         except Exception:  # no GPU or no NVML: nothing to sample
             self._nvml = None
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -130,25 +419,6 @@ class GpuSampler:
     def stop(self) -> float:
         self._stop.set()
         return float(np.mean(self.samples)) if self.samples else float("nan")
-
-
-async def one_stream(
-    pcm: list[bytes], seconds: float, batcher: Batcher, policy: PolicyConfig, delay: float
-) -> StreamResult:
-    await asyncio.sleep(delay)  # stagger: real streams do not start in lockstep
-    t = MemoryTransport()
-    session = StreamSession(f"s{id(t)}", t, batcher.decode, policy, Limits())
-    task = asyncio.create_task(session.run())
-    await t.inbox.put(json.dumps({"type": "start", "sample_rate": 16000, "encoding": "pcm_s16le"}))
-    t.result.started_at = start = time.monotonic()
-    for i, frame in enumerate(pcm):
-        await asyncio.sleep(max(0.0, start + i * FRAME_S - time.monotonic()))
-        await t.inbox.put(frame)
-        t.result.sent.append((min(seconds, (i + 1) * FRAME_S), time.monotonic()))
-    await t.inbox.put(json.dumps({"type": "close"}))
-    await asyncio.wait_for(t.closed.wait(), timeout=300)
-    await task
-    return t.result
 
 
 def served_args() -> dict[str, Any]:
@@ -165,69 +435,83 @@ def served_policy(args: argparse.Namespace) -> PolicyConfig:
     return PolicyConfig.model_validate(policy)
 
 
-async def run_level(
-    n: int, clips: list[tuple[list[bytes], float, str]], engine: object, args: argparse.Namespace
-) -> dict[str, object]:
-    batcher = Batcher(engine.transcribe, args.max_batch, args.batch_wait)  # type: ignore[attr-defined]
-    worker = asyncio.create_task(batcher.run())
+def run_level(
+    n: int,
+    clips: list[tuple[list[bytes], float, str]],
+    engine: EngineProcess,
+    args: argparse.Namespace,
+    tag: int,
+) -> Row:
     policy = served_policy(args)
-    gpu = GpuSampler()
-    cpu0, wall0 = time.process_time(), time.monotonic()
-    chosen = [clips[i % len(clips)] for i in range(n)]
-    results = await asyncio.gather(
-        *(one_stream(p, s, batcher, policy, random.uniform(0, 1.0)) for p, s, _ in chosen)
-    )
-    wall = time.monotonic() - wall0
-    worker.cancel()
-    partial = [x for r in results for x in r.partial_latencies()]
-    commit = [x for r in results for x in r.commit_lags()]
-    ok = [r for r in results if r.error is None and r.summary is not None]
+    k = min(args.workers, n)
+    plans = [WorkerPlan(w, tag, policy, {}) for w in range(k)]
+    for i in range(n):  # stream i: clip i % len(clips), in worker i % k
+        c, plan = i % len(clips), plans[i % k]
+        plan.clips[c] = clips[c][:2]
+        plan.streams.append((i, c, random.uniform(0, 1.0)))
+    results: Queue[tuple[str, int, Any]] = CTX.Queue()
+    go = CTX.Event()
+    procs = [
+        CTX.Process(
+            target=_worker_main,
+            args=(p, engine.requests, engine.responses[p.worker], results, go),
+            name=f"worker {p.worker}",
+            daemon=True,
+        )
+        for p in plans
+    ]
+    clean = False
+    try:
+        for p in procs:
+            p.start()
+        for _ in procs:
+            kind, worker, payload = _get(results, [engine.process, *procs], 300, "workers to be ready")
+            if kind != "ready":
+                raise RuntimeError(f"worker {worker} failed:\n{payload}")
+        engine.stats()  # resets the engine's counters
+        gpu = GpuSampler()
+        wall0 = time.monotonic()
+        go.set()
+        reports: list[WorkerReport] = []
+        longest = max(s for _, s, _ in clips) + 1.0 + CLOSE_TIMEOUT_S + 60
+        while len(reports) < k:
+            waiting = [p for w, p in enumerate(procs) if w not in {r.worker for r in reports}]
+            kind, worker, payload = _get(results, [engine.process, *waiting], longest, "worker results")
+            if kind != "done":
+                raise RuntimeError(f"worker {worker} failed:\n{payload}")
+            reports.append(payload)
+        wall = time.monotonic() - wall0
+        stats = engine.stats()
+        gpu_util = gpu.stop()
+        clean = True
+    finally:  # after a failure, workers still waiting for go or streaming are terminated
+        _stop(procs, 10 if clean else 0)
+        results.cancel_join_thread()
+    by_stream = dict(r for report in reports for r in report.results)
+    ordered = [by_stream[i] for i in range(n)]
+    partial = [x for r in ordered for x in r.partial_latencies()]
+    commit = [x for r in ordered for x in r.commit_lags()]
+    ok = [r for r in ordered if r.error is None and r.summary is not None]
     sustained = sum(1 for r in ok if r.finished_at - r.sent[-1][1] <= 5.0)
+    sizes = [float(b) for b in stats.sizes]
     return {
         "streams": n,
+        "workers": k,
         "sustained": sustained,
         "errors": n - len(ok),
         "partial_p50_s": percentile(partial, 50),
         "partial_p95_s": percentile(partial, 95),
         "commit_p50_s": percentile(commit, 50),
         "commit_p95_s": percentile(commit, 95),
-        "wer": wer([ref for _, _, ref in chosen], [r.text for r in results]),
-        "batch_mean": float(np.mean(batcher.sizes)) if batcher.sizes else 0.0,
-        "batch_p95": percentile([float(b) for b in batcher.sizes], 95),
-        "engine_busy": batcher.busy_s / wall,
-        "gpu_util_mean": gpu.stop(),
-        "process_cpu": (time.process_time() - cpu0) / wall,  # cores used by this process
+        "wer": wer([clips[i % len(clips)][2] for i in range(n)], [r.text for r in ordered]),
+        "batch_mean": float(np.mean(sizes)) if sizes else 0.0,
+        "batch_p95": percentile(sizes, 95),
+        "engine_busy": stats.busy_s / wall,  # time inside transcribe, in the engine process
+        "gpu_util_mean": gpu_util,
+        "harness_cpu": sum(r.cpu_s for r in reports) / wall,  # cores the load generator used
+        "engine_cpu": stats.cpu_s / wall,  # cores the engine process used
+        "wall_s": wall,
     }
-
-
-_ENGINE: object = None
-
-
-def _load_engine(config: EngineConfig) -> None:
-    global _ENGINE
-    from deployments.whisper.engine import WhisperEngine
-
-    _ENGINE = WhisperEngine(config)
-
-
-def _transcribe(requests: list[DecodeRequest]) -> list[Hypothesis]:
-    return _ENGINE.transcribe(requests)  # type: ignore[attr-defined, no-any-return]
-
-
-class EngineProcess:
-    """The engine in its own process, as the ASR replica is: the streams' event loop and the
-    decode loop do not share one GIL."""
-
-    def __init__(self, config: EngineConfig) -> None:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        ctx = multiprocessing.get_context("spawn")
-        self.pool = ProcessPoolExecutor(1, mp_context=ctx, initializer=_load_engine, initargs=(config,))
-        self.pool.submit(_transcribe, []).result()  # loaded before the clock starts
-
-    def transcribe(self, requests: list[DecodeRequest]) -> list[Hypothesis]:
-        return self.pool.submit(_transcribe, requests).result()
 
 
 def load_clips(manifest: Path, limit: int) -> list[tuple[list[bytes], float, str]]:
@@ -239,6 +523,17 @@ def load_clips(manifest: Path, limit: int) -> list[tuple[list[bytes], float, str
         frames = [encode_pcm(samples[i : i + step], "pcm_s16le") for i in range(0, len(samples), step)]
         clips.append((frames, len(samples) / 16000, str(row["text"])))
     return clips
+
+
+def median_row(runs: list[Row]) -> Row:
+    return {k: float(np.median([r[k] for r in runs])) for k in runs[0]}
+
+
+def spread(runs: list[Row], key: str) -> str:
+    """``median`` or, over several runs, ``median [min-max]``."""
+    values = [r[key] for r in runs]
+    text = f"{float(np.median(values)):.2f}"
+    return text if len(runs) == 1 else f"{text} [{min(values):.2f}-{max(values):.2f}]"
 
 
 def main() -> None:
@@ -257,9 +552,17 @@ def main() -> None:
     parser.add_argument("--step", type=float, default=None, help="decode step (default: ray_config.yaml's)")
     parser.add_argument("--policy", default="{}", help="JSON over ray_config.yaml's streaming policy")
     parser.add_argument("--engine", default="{}", help="JSON over ray_config.yaml's engine args")
-    parser.add_argument("--stop-above", type=float, default=None, help="stop once commit p95 passes this")
+    parser.add_argument(
+        "--stop-above", type=float, default=None, help="stop once a level's median commit p95 passes this"
+    )
+    parser.add_argument("--workers", type=int, default=1, help="processes the sessions are spread over")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per level (the table shows medians)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
+    if args.workers < 1 or args.repeat < 1:
+        parser.error("--workers and --repeat must be at least 1")
+    # `timeout` and the like send SIGTERM: exit through the finally blocks, which stop the children
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     from deployments.whisper.engine import pick_device
 
@@ -271,39 +574,57 @@ def main() -> None:
             | json.loads(args.engine),
         )
     )
-    engine = EngineProcess(config)
     clips = load_clips(args.manifest, args.limit)
-    rows = []
-    for n in args.streams:
-        row = asyncio.run(run_level(n, clips, engine, args))
-        rows.append(row)
-        print(json.dumps(row), flush=True)
-        if args.stop_above is not None and float(row["commit_p95_s"]) > args.stop_above:  # type: ignore[arg-type]
-            break
+    engine = EngineProcess(config, args.max_batch, args.batch_wait, args.workers)
+    levels: list[list[Row]] = []
+    try:
+        tags = itertools.count()
+        for n in args.streams:
+            runs = []
+            for run in range(args.repeat):
+                row = {"run": run, **run_level(n, clips, engine, args, next(tags))}
+                runs.append(row)
+                print(json.dumps(row), flush=True)
+            levels.append(runs)
+            if args.stop_above is not None and median_row(runs)["commit_p95_s"] > args.stop_above:
+                break
+    finally:
+        engine.close()
     device = pick_device(args.device)
     machine = f"{platform.machine()} {os.cpu_count()} cpus, engine on {device}"
     if device.type == "cuda":
         import torch
 
         machine += f" ({torch.cuda.get_device_name(0)})"
-    print(f"\n{machine}; max_batch {args.max_batch}, policy {served_policy(args).model_dump_json()}")
+    print(
+        f"\n{machine}; max_batch {args.max_batch}, {args.workers} session workers, "
+        f"{args.repeat} run(s) per level{' (medians, p95 [min-max])' if args.repeat > 1 else ''}, "
+        f"policy {served_policy(args).model_dump_json()}"
+    )
     print(
         "| streams | sustained | partial p50 / p95 (s) | commit lag p50 / p95 (s) "
-        "| batch mean / p95 | engine busy | GPU util | WER |"
+        "| batch mean / p95 | engine busy | harness CPU | GPU util | WER |"
     )
-    print("|---|---|---|---|---|---|---|---|")
-    for r in rows:
+    print("|---|---|---|---|---|---|---|---|---|")
+    for runs in levels:
+        r = median_row(runs)
         print(
-            f"| {r['streams']} | {r['sustained']} | {r['partial_p50_s']:.2f} / {r['partial_p95_s']:.2f} "
-            f"| {r['commit_p50_s']:.2f} / {r['commit_p95_s']:.2f} "
+            f"| {r['streams']:.0f} | {r['sustained']:g} "
+            f"| {r['partial_p50_s']:.2f} / {spread(runs, 'partial_p95_s')} "
+            f"| {r['commit_p50_s']:.2f} / {spread(runs, 'commit_p95_s')} "
             f"| {r['batch_mean']:.1f} / {r['batch_p95']:.0f} "
-            f"| {r['engine_busy']:.2f} | {r['gpu_util_mean']:.0f} % | {r['wer']:.3f} |"
+            f"| {r['engine_busy']:.2f} | {r['harness_cpu']:.2f} "
+            f"| {r['gpu_util_mean']:.0f} % | {r['wer']:.3f} |"
         )
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(
             json.dumps(
-                {"machine": machine, "args": {k: str(v) for k, v in vars(args).items()}, "levels": rows},
+                {
+                    "machine": machine,
+                    "args": {k: str(v) for k, v in vars(args).items()},
+                    "levels": [row for runs in levels for row in runs],
+                },
                 indent=2,
             )
         )
