@@ -6,7 +6,7 @@
 # 2. where a batch's host time goes (scripts/engine_profile.py);
 # 3. the capacity search (scripts/inproc_capacity.py: real sessions in several processes,
 #    one batched engine), ramping streams at a 0.5 s decode step until commit p95 passes
-#    2 s, and BASE_DIR's harness and engine at the first level.
+#    2 s, after BASE_DIR's harness and engine at the first level.
 # LEVELS (default "128 192 256 320") and REPEAT (default 1) override the ramp; BATCHES, PROFILE_BATCH
 # and DEVICE (default cuda) the rest (DEVICE=cpu with small sizes: a dry run of this script).
 set -u
@@ -28,13 +28,13 @@ PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" timeout 90 python3 scripts/engine_
 policy='{"vad":{"enabled":true},"settle_s":4.0}'
 common=(--manifest "$manifest" --limit 4 --device "$device" --model-dir "$model" --batch-wait 0.02
   --step 0.5 --policy "$policy")
-PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" python3 scripts/inproc_capacity.py "${common[@]}" \
-  --streams ${LEVELS:-128 192 256 320} --repeat "${REPEAT:-1}" --stop-above 2.0 --workers 8 \
-  --max-batch 256 --engine '{"encode_pad_s":5.0,"graph_max_batch":256}' \
-  --out "$out/capacity.json" 2>&1 | grep -v Warning | tee "$out/capacity.log"
 if [ -n "$base" ]; then
   first=${LEVELS:-128}; first=${first%% *}
   (cd "$(realpath "$base")" && PYTHONPATH="$(pwd)${PYTHONPATH:+:$PYTHONPATH}" python3 scripts/inproc_capacity.py \
     "${common[@]}" --streams "$first" --max-batch 64 --engine '{"encode_pad_s":5.0,"graph_max_batch":64}' \
     --out "$out/capacity_base.json") 2>&1 | grep -v Warning | tee "$out/capacity_base.log"
 fi
+PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" python3 scripts/inproc_capacity.py "${common[@]}" \
+  --streams ${LEVELS:-128 192 256 320} --repeat "${REPEAT:-1}" --stop-above 2.0 --workers 8 \
+  --max-batch 256 --engine '{"encode_pad_s":5.0,"graph_max_batch":256}' \
+  --out "$out/capacity.json" 2>&1 | grep -v Warning | tee "$out/capacity.log"
