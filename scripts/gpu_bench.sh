@@ -7,8 +7,9 @@
 # 3. the capacity search (scripts/inproc_capacity.py: real sessions in several processes,
 #    one batched engine), ramping streams at a 0.5 s decode step until commit p95 passes
 #    2 s, after BASE_DIR's harness and engine at the first level.
-# LEVELS (default "128 192 256 320") and REPEAT (default 1) override the ramp; BATCHES, PROFILE_BATCH
-# and DEVICE (default cuda) the rest (DEVICE=cpu with small sizes: a dry run of this script).
+# Environment: LEVELS (default "128 192 256 320") and REPEAT (default 1) for the ramp; BATCHES
+# and PROFILE_BATCH for 1-2; BASE_CAPACITY=0: no baseline capacity level; DEVICE (default cuda;
+# cpu with small sizes: a dry run of this script).
 set -u
 model=$1 manifest=$(realpath "$2") out=$3 base=${4:-}
 mkdir -p "$out"
@@ -24,11 +25,11 @@ bench() {  # DIR LABEL: the engine per batch size, from the checkout in DIR
 [ -n "$base" ] && bench "$(realpath "$base")" base
 bench "$here" new
 PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" timeout 90 python3 scripts/engine_profile.py --device "$device" \
-  --model-dir "$model" --batch "${PROFILE_BATCH:-128}" --repeat 5 2>&1 | head -60 > "$out/engine_profile.txt"
+  --model-dir "$model" --batch "${PROFILE_BATCH:-128}" --repeat 5 --engine '{"graph_max_batch":256}' 2>&1 | head -60 > "$out/engine_profile.txt"
 policy='{"vad":{"enabled":true},"settle_s":4.0}'
 common=(--manifest "$manifest" --limit 4 --device "$device" --model-dir "$model" --batch-wait 0.02
   --step 0.5 --policy "$policy")
-if [ -n "$base" ]; then
+if [ -n "$base" ] && [ "${BASE_CAPACITY:-1}" = 1 ]; then
   first=${LEVELS:-128}; first=${first%% *}
   (cd "$(realpath "$base")" && PYTHONPATH="$(pwd)${PYTHONPATH:+:$PYTHONPATH}" python3 scripts/inproc_capacity.py \
     "${common[@]}" --streams "$first" --max-batch 64 --engine '{"encode_pad_s":5.0,"graph_max_batch":64}' \

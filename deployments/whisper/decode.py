@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import zlib
 from dataclasses import dataclass
 
@@ -223,7 +224,8 @@ class GreedyDecoder:
             index = 0
             for text, toks in self.tok.split_words(tokens):
                 end_index = index + len(toks)
-                probs.append(float(np.exp(np.mean(rows[i].logprobs[index:end_index]))))
+                word = rows[i].logprobs[index:end_index]  # (a plain mean: np.mean costs 5 us a call)
+                probs.append(math.exp(sum(word) / len(word)))
                 texts.append(text)
                 bounds.append((offsets[i] + float(starts[index]), offsets[i] + float(starts[end_index])))
                 index = end_index

@@ -8,35 +8,40 @@ import torch
 MEDIAN_FILTER_WIDTH = 7
 
 
-def _trace_batch(costs: list[np.ndarray]) -> np.ndarray:
-    """The DTW's forward pass over several cost matrices (N tokens x M frames each) at once:
-    per matrix, which move reached each cell (0 diagonal, 1 up, 2 left), padded.
+def _padded(costs: list[np.ndarray]) -> torch.Tensor:
+    """Cost matrices in one (matrices, N, M) tensor, zeros past each one's own size."""
+    cost = torch.zeros(len(costs), max(c.shape[0] for c in costs), max(c.shape[1] for c in costs))
+    for k, c in enumerate(costs):
+        cost[k, : c.shape[0], : c.shape[1]] = torch.from_numpy(c)
+    return cost.double()
+
+
+def _trace_batch(cost: torch.Tensor) -> np.ndarray:
+    """The DTW's forward pass over several cost matrices at once (``cost``: matrices x N
+    tokens x M frames, float64, on any device; a matrix smaller than that is padded right
+    and below, where no path of its own reaches, with anything): per matrix, which move
+    reached each cell (0 diagonal, 1 up, 2 left), on the host.
 
     One token row at a time: within a row a cell depends on the one left of it, and that
     chain is a prefix minimum (``acc[i, j] = S[j] + min_k<=j (best[k] - S[k-1])``, S the
     running sum of the row's costs, ``best[k]`` the cheaper of the two cells above-left and
     above), so each row is a handful of vectorised calls: ~N calls per batch instead of one
     per anti-diagonal (N + M, ~1500 for a 30 s window; that loop was half of a GPU batch's
-    time).  Ties go diagonal, then up, then left, as in Whisper.  Each matrix is padded right
-    and below, where no path of its own reaches."""
-    b = len(costs)
-    n = max(c.shape[0] for c in costs)
-    m = max(c.shape[1] for c in costs)
-    cost = np.zeros((b, n, m))
-    for k, c in enumerate(costs):
-        cost[k, : c.shape[0], : c.shape[1]] = c
-    inf_col = np.full((b, 1), np.inf)
-    above = np.concatenate([np.zeros((b, 1)), np.full((b, m), np.inf)], axis=1)  # acc[0, :]
-    trace = np.zeros((b, n + 1, m + 1), dtype=np.int8)
+    time).  It runs where the costs are (on a GPU: no host time, and only the int8 moves are
+    copied back).  Ties go diagonal, then up, then left, as in Whisper."""
+    b, n, m = cost.shape
+    inf_col = torch.full((b, 1), torch.inf, dtype=cost.dtype, device=cost.device)
+    above = torch.cat([torch.zeros_like(inf_col), inf_col.expand(b, m)], dim=1)  # acc[0, :]
+    trace = torch.zeros(b, n + 1, m + 1, dtype=torch.int8, device=cost.device)
     for i in range(1, n + 1):
         diag, up = above[:, :-1], above[:, 1:]
-        best = np.minimum(diag, up)
-        run = np.cumsum(cost[:, i - 1], axis=1)
-        row = run + np.minimum.accumulate(best - (run - cost[:, i - 1]), axis=1)
-        left = np.concatenate([inf_col, row[:, :-1]], axis=1)
-        trace[:, i, 1:] = np.where(left < best, 2, np.where(diag <= up, 0, 1))
-        above = np.concatenate([inf_col, row], axis=1)
-    return trace
+        best = torch.minimum(diag, up)
+        run = torch.cumsum(cost[:, i - 1], dim=1)
+        row = run + torch.cummin(best - (run - cost[:, i - 1]), dim=1).values
+        left = torch.cat([inf_col, row[:, :-1]], dim=1)
+        trace[:, i, 1:] = torch.where(left < best, 2, torch.where(diag <= up, 0, 1)).to(torch.int8)
+        above = torch.cat([inf_col, row], dim=1)
+    return trace.cpu().numpy()
 
 
 def dtw_batch(costs: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -44,7 +49,7 @@ def dtw_batch(costs: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
     frame_indices), all matrices' forward passes at once."""
     if not costs:
         return []
-    trace = _trace_batch(costs)
+    trace = _trace_batch(_padded(costs))
     return [_backtrace(trace[k], c.shape[0], c.shape[1]) for k, c in enumerate(costs)]
 
 
@@ -67,16 +72,19 @@ def _backtrace(trace: np.ndarray, n: int, m: int) -> tuple[np.ndarray, np.ndarra
 
 def token_starts_batch(costs: list[np.ndarray]) -> list[np.ndarray]:
     """Per cost matrix, the frame where each token's stretch of its DTW path begins (tokens
-    the path never reaches left out), then M: what ``dtw_batch``'s paths give, walked back
-    for all matrices together, one token row per step (a per-matrix walk cost ~0.6 ms a row
-    on a 2-core host, a GPU batch's largest host cost after the token loop)."""
+    the path never reaches left out), then M: what ``dtw_batch``'s paths give."""
     if not costs:
         return []
-    trace = _trace_batch(costs)
+    shapes = [c.shape for c in costs]
+    return _token_starts(_trace_batch(_padded(costs)), [n for n, _ in shapes], [m for _, m in shapes])
+
+
+def _token_starts(trace: np.ndarray, counts: list[int], frames: list[int]) -> list[np.ndarray]:
+    """The walk back from each matrix's (N, M), for all matrices together, one token row per
+    step (a walk per matrix cost ~0.6 ms a row on a 2-core host)."""
     b, _, width = trace.shape
     rows = np.arange(b)
-    i = np.array([c.shape[0] for c in costs])
-    j = np.array([c.shape[1] for c in costs])
+    i, j = np.array(counts), np.array(frames)
     starts = np.full((b, max(1, int(i.max()))), -1, dtype=np.int64)
     columns = np.arange(1, width)
     while True:
@@ -91,10 +99,7 @@ def token_starts_batch(costs: list[np.ndarray]) -> list[np.ndarray]:
         diagonal = trace[rows, i, k] == 0
         j = np.where(live, np.where(diagonal, k - 1, k), j)
         i = np.where(live, i - 1, i)
-    return [
-        np.append(s[: c.shape[0]][s[: c.shape[0]] >= 0], c.shape[1])
-        for s, c in zip(starts, costs, strict=True)
-    ]
+    return [np.append(s[:n][s[:n] >= 0], m) for s, n, m in zip(starts, counts, frames, strict=True)]
 
 
 # alignment scores normalised per chunk of rows: the median filter's window copy is 7x a
@@ -113,15 +118,17 @@ def token_boundaries(
     predicted end-of-text) over its first ``n_frames[k]`` encoder frames.  Returns per row
     the encoder frame (50/s) where each token begins, length counts + 1 (last = end).
 
-    Rows are normalised and median-filtered together on the scores' device (one copy to the
-    host per chunk, not one per row: on a GPU each copy is a sync), each as it would be
-    alone: a row's softmax and filter see only its own frames, its mean only its own tokens."""
+    Rows are normalised, median-filtered and their DTW forward passes run together on the
+    scores' device (one copy to the host, of the DTW's moves, not one per row: on a GPU each
+    copy is a sync), each as it would be alone: a row's softmax and filter see only its own
+    frames, its mean only its own tokens."""
     if not rows:
         return []
     device = align.device
     frames = [max(1, min(f, align.shape[-1])) for f in n_frames]
     heads = align.shape[1]
-    costs: list[np.ndarray] = []
+    # every row's DTW cost, padded (what lies past a row's own tokens and frames is never read)
+    costs = torch.zeros(len(rows), max(counts), max(frames), dtype=torch.float64, device=device)
     by_position = align.transpose(1, 2)  # (batch, positions, heads, audio_ctx)
     at = 0
     while at < len(rows):
@@ -145,9 +152,8 @@ def token_boundaries(
         mean = (w * real_token).sum(dim=-2, keepdim=True) / tokens
         std = (((w - mean) * real_token) ** 2).sum(dim=-2, keepdim=True).div(tokens).sqrt()
         w = (w - mean) / std.clamp_min(1e-10)
-        cost = (-median_filter_rows(w, width).mean(dim=1)).double().cpu().numpy()
-        costs += [cost[k, : counts[c], : frames[c]] for k, c in enumerate(range(chunk.start, chunk.stop))]
-    return token_starts_batch(costs)
+        costs[chunk, :n, :f] = -median_filter_rows(w, width).mean(dim=1)
+    return _token_starts(_trace_batch(costs), counts, frames)
 
 
 def median_filter_rows(
