@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import importlib
 import itertools
 import json
@@ -25,6 +26,7 @@ import multiprocessing
 import os
 import pickle
 import platform
+import pstats
 import queue
 import random
 import signal
@@ -197,10 +199,32 @@ def _engine_main(
     except BaseException:
         control.put(traceback.format_exc())
         return
-    batcher = EngineBatcher(engine.transcribe, max_batch, wait_s, responses)
+    transcribe: Callable[[list[DecodeRequest]], list[Hypothesis]] = engine.transcribe
+    # where a streaming batch's time goes (the mix of windows, prompts and forced words that
+    # scripts/engine_profile.py's copies of one sample do not have): cProfile of every batch,
+    # written to this file when the engine stops
+    profile_to = os.environ.get("RAYSCRIBE_ENGINE_PROFILE")
+    profile = cProfile.Profile()
+    if profile_to:
+
+        def profiled(batch: list[DecodeRequest]) -> list[Hypothesis]:
+            profile.enable()
+            try:
+                return engine.transcribe(batch)
+            finally:
+                profile.disable()
+
+        transcribe = profiled
+
+    batcher = EngineBatcher(transcribe, max_batch, wait_s, responses)
     threading.Thread(target=batcher.receive, args=(requests, control), daemon=True).start()
     control.put("ready")  # loaded before any clock starts
     batcher.run()
+    if profile_to:
+        with open(profile_to, "w") as out:
+            stats = pstats.Stats(profile, stream=out)
+            stats.sort_stats("tottime").print_stats(30)
+            stats.sort_stats("cumulative").print_stats(30)
 
 
 def _get(q: Queue[Any], procs: list[SpawnProcess], timeout: float, what: str) -> Any:
