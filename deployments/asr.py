@@ -29,7 +29,7 @@ class BatchConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    max_batch_size: int = Field(8, ge=1, le=64)
+    max_batch_size: int = Field(8, ge=1, le=1024)
     batch_wait_timeout_s: float = Field(0.05, ge=0.0, le=5.0)
 
 

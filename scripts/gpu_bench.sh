@@ -37,5 +37,5 @@ if [ -n "$base" ] && [ "${BASE_CAPACITY:-1}" = 1 ]; then
 fi
 PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" python3 scripts/inproc_capacity.py "${common[@]}" \
   --streams ${LEVELS:-128 192 256 320} --repeat "${REPEAT:-1}" --stop-above 2.0 --workers 8 \
-  --max-batch 256 --engine '{"encode_pad_s":5.0,"graph_max_batch":256}' \
+  --max-batch 128 --engine '{"encode_pad_s":5.0,"graph_max_batch":128}' \
   --out "$out/capacity.json" 2>&1 | grep -v Warning | tee "$out/capacity.log"

@@ -6,6 +6,8 @@ from typing import Any
 import pytest
 
 from cluster.serve_config import apply_layer, load_layer, load_serve_config, merge, read_yaml
+from deployments.asr import BatchConfig
+from deployments.config import EngineConfig
 from ingest.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -100,6 +102,19 @@ def test_gpu_layer_puts_asr_on_gpus_and_keeps_placement() -> None:
     )
     assert asr["ray_actor_options"] == {"num_cpus": 1, "num_gpus": 1, "resources": {"asr": 1}}
     assert asr["max_surge_percent"] == 100
+
+
+@pytest.mark.parametrize("layer", [None, "gpu", "fast-cpu", "local"])
+def test_asr_batches_fit_what_serve_lets_in(layer: str | None) -> None:
+    """A batch holds at most the requests Serve lets into the replica (max_ongoing_requests):
+    the GPU layer once batched 64 rows behind a cap of 32.  On a GPU every batch size the
+    layer allows replays CUDA graphs."""
+    app = load_serve_config(ROOT / "ray_config.yaml", [load_layer(layer)] if layer else []).applications[0]
+    asr = app.options()["ASRModel"]
+    batch = BatchConfig.model_validate(asr["user_config"]).max_batch_size
+    assert asr["max_ongoing_requests"] >= batch
+    if asr["ray_actor_options"].get("num_gpus"):
+        assert EngineConfig.model_validate(app.args["engine"]).graph_max_batch >= batch
 
 
 def test_apply_layer_merges_by_name_and_removes_with_null() -> None:
