@@ -180,7 +180,7 @@ class GreedyDecoder:
 
     def _alignment_rows(self, qks: list[torch.Tensor]) -> torch.Tensor:
         """(B, heads, audio_ctx) scores of the alignment heads at the last position (left on
-        the model's device: the timing filter runs there, one copy to the host per chunk)."""
+        the model's device: the word timings are worked out there)."""
         return torch.stack([qks[layer][:, head, -1] for layer, head in self.alignment_heads], dim=1)
 
     def _finish_all(
