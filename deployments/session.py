@@ -513,8 +513,10 @@ class StreamSession:
         # the ASR replica serves streams at real-time pace first (deployments/fairness.py)
         ahead = self.protocol.ahead_s(time.monotonic())
         hyp = await self.decode(dataclasses.replace(request, ahead_s=ahead))
+        took = time.perf_counter() - started
         self.stats.decodes += 1
-        self.stats.decode_seconds += time.perf_counter() - started
+        self.stats.decode_seconds += took
+        self.policy.decoded_in(took)
         return hyp
 
     async def _emit(self, update: Update, audio_end: float) -> None:

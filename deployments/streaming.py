@@ -33,6 +33,10 @@ class PolicyConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     step_s: float = Field(1.0, gt=0.05, le=10.0)  # decode cadence (partials every step)
+    # load-adaptive cadence: a decode every fast_step_s while this stream's decodes come back
+    # within it (an idle engine: one stream commits sooner), every step_s once they take
+    # longer (a loaded engine is not asked for more); None: always step_s
+    fast_step_s: float | None = Field(None, gt=0.05, le=10.0)
     max_buffer_s: float = Field(15.0, ge=2.0, le=25.0)  # cut the buffer past this
     hard_buffer_s: float = Field(27.0, ge=5.0, le=30.0)  # force-commit past this (model max 30)
     # commit words ending this long before the decoded window's end without waiting for a
@@ -121,6 +125,7 @@ class LocalAgreement:
         self._gap_checked: float | None = None  # see skipped()
         self._window_voice_end = 0.0  # see request()
         self._short_flush = False  # the last flush kept audio after its last word (see flush())
+        self.decode_s: float | None = None  # this stream's recent decode time (moving average)
 
     # --- audio ------------------------------------------------------------------------
 
@@ -157,10 +162,22 @@ class LocalAgreement:
             self._cut_at(self.audio_end - keep)
             self.undecoded_s = min(self.undecoded_s, self._buffer_s())
 
+    def decoded_in(self, seconds: float) -> None:
+        """A decode of this stream took ``seconds`` (request to answer, queueing included)."""
+        self.decode_s = seconds if self.decode_s is None else 0.7 * self.decode_s + 0.3 * seconds
+
+    @property
+    def step_s(self) -> float:
+        """The decode cadence now: ``fast_step_s`` while decodes come back within it."""
+        fast = self.config.fast_step_s
+        if fast is not None and self.decode_s is not None and self.decode_s <= fast:
+            return min(fast, self.config.step_s)
+        return self.config.step_s
+
     def ready(self) -> bool:
         """A step's worth of new audio is waiting to be decoded (and, with voice activity,
         new speech arrived since the last decode)."""
-        if self.undecoded_s < self.config.step_s:
+        if self.undecoded_s < self.step_s:
             return False
         if self.voice is None:
             return True

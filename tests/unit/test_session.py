@@ -163,3 +163,24 @@ def test_stream_past_the_backlog_limit_is_closed_overloaded() -> None:
     err = sock.sent[-1]
     assert err["type"] == "error" and err["code"] == "overloaded"
     assert sock.close_code == 1013
+
+
+def test_the_session_times_its_decodes_for_the_cadence() -> None:
+    """The policy's cadence follows the decodes the session waited for: quick ones keep the
+    fast step, slow ones (a loaded engine) the full step."""
+
+    def slowed(seconds: float):  # type: ignore[no-untyped-def]
+        async def decode(req: DecodeRequest) -> Hypothesis:
+            await asyncio.sleep(seconds)  # the engine's time, as the session sees it
+            return await counting_decoder(req)
+
+        return decode
+
+    for took, step in ((0.0, 0.25), (0.4, 1.0)):
+        policy = PolicyConfig(step_s=1.0, fast_step_s=0.25, vad=NO_VAD)
+        sock = ScriptedSocket([START, *audio_frames(3.0), '{"type": "close"}'])
+        session = StreamSession("s1", sock, slowed(took), policy, Limits())
+        asyncio.run(session.run())
+        assert session.policy.decode_s is not None and session.policy.step_s == step
+        words = [w["word"] for m in sock.sent if m["type"] == "final" for w in m["words"]]  # type: ignore[attr-defined]
+        assert words == WORDS[:6]

@@ -117,6 +117,31 @@ def test_ready_after_a_step_of_audio() -> None:
     assert not la.ready()
 
 
+def test_cadence_is_fast_while_decodes_come_back_within_the_fast_step() -> None:
+    """Load-adaptive cadence: half-second steps while this stream's decodes are quick, the
+    full step once they slow down (a loaded engine), and back when they speed up again."""
+    la = LocalAgreement(PolicyConfig(step_s=1.0, fast_step_s=0.5))
+    half = np.zeros(SR // 2, dtype=np.float32)
+    la.add_audio(half)
+    assert not la.ready()  # no decode timed yet: the full step
+    la.add_audio(half)
+    la.request()
+    la.decoded_in(0.3)
+    la.add_audio(half)
+    assert la.step_s == 0.5 and la.ready()
+    la.request()
+    for _ in range(3):  # a few slow decodes move the average past the fast step
+        la.decoded_in(1.5)
+    la.add_audio(half)
+    assert la.step_s == 1.0 and not la.ready()
+    for _ in range(6):
+        la.decoded_in(0.2)
+    assert la.step_s == 0.5 and la.ready()
+    plain = LocalAgreement(PolicyConfig(step_s=1.0))
+    plain.decoded_in(0.01)
+    assert plain.step_s == 1.0  # no fast step configured: always the full one
+
+
 def test_falling_behind_never_overflows_the_model_window() -> None:
     """Decodes that come back every 6 s with hypotheses that never agree still commit (all
     but the last 5 s) and keep the buffer under the 30 s the model can see."""
