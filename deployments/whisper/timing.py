@@ -8,15 +8,7 @@ import torch
 MEDIAN_FILTER_WIDTH = 7
 
 
-def _padded(costs: list[np.ndarray]) -> torch.Tensor:
-    """Cost matrices in one (matrices, N, M) tensor, zeros past each one's own size."""
-    cost = torch.zeros(len(costs), max(c.shape[0] for c in costs), max(c.shape[1] for c in costs))
-    for k, c in enumerate(costs):
-        cost[k, : c.shape[0], : c.shape[1]] = torch.from_numpy(c)
-    return cost.double()
-
-
-def _trace_batch(cost: torch.Tensor) -> np.ndarray:
+def dtw_moves(cost: torch.Tensor) -> np.ndarray:
     """The DTW's forward pass over several cost matrices at once (``cost``: matrices x N
     tokens x M frames, float64, on any device; a matrix smaller than that is padded right
     and below, where no path of its own reaches, with anything): per matrix, which move
@@ -44,44 +36,11 @@ def _trace_batch(cost: torch.Tensor) -> np.ndarray:
     return trace.cpu().numpy()
 
 
-def dtw_batch(costs: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Monotonic alignment paths through several cost matrices, as (token_indices,
-    frame_indices), all matrices' forward passes at once."""
-    if not costs:
-        return []
-    trace = _trace_batch(_padded(costs))
-    return [_backtrace(trace[k], c.shape[0], c.shape[1]) for k, c in enumerate(costs)]
-
-
-def _backtrace(trace: np.ndarray, n: int, m: int) -> tuple[np.ndarray, np.ndarray]:
-    """The path ending at (n, m), one token row per step: a row's run of left moves is found
-    with one vectorised search instead of a step per frame."""
-    i, j = n, m
-    tokens: list[np.ndarray] = []
-    frames: list[np.ndarray] = []
-    while i > 0 and j > 0:
-        turns = np.flatnonzero(trace[i, 1 : j + 1] != 2)  # where the path leaves this row
-        k = int(turns[-1]) + 1 if turns.size else 1
-        frames.append(np.arange(j - 1, k - 2, -1, dtype=np.int64))
-        tokens.append(np.full(j - k + 1, i - 1, dtype=np.int64))
-        i, j = (i - 1, k - 1) if trace[i, k] == 0 else (i - 1, k)
-    if not tokens:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    return np.concatenate(tokens)[::-1].copy(), np.concatenate(frames)[::-1].copy()
-
-
-def token_starts_batch(costs: list[np.ndarray]) -> list[np.ndarray]:
-    """Per cost matrix, the frame where each token's stretch of its DTW path begins (tokens
-    the path never reaches left out), then M: what ``dtw_batch``'s paths give."""
-    if not costs:
-        return []
-    shapes = [c.shape for c in costs]
-    return _token_starts(_trace_batch(_padded(costs)), [n for n, _ in shapes], [m for _, m in shapes])
-
-
-def _token_starts(trace: np.ndarray, counts: list[int], frames: list[int]) -> list[np.ndarray]:
-    """The walk back from each matrix's (N, M), for all matrices together, one token row per
-    step (a walk per matrix cost ~0.6 ms a row on a 2-core host)."""
+def token_starts(trace: np.ndarray, counts: list[int], frames: list[int]) -> list[np.ndarray]:
+    """Per matrix of ``dtw_moves`` (``trace``), the frame where each token's stretch of the path from
+    (counts[k], frames[k]) back to the start begins (tokens the path never reaches left out),
+    then frames[k].  All matrices are walked back together, one token row per step (a walk
+    per matrix cost ~0.6 ms a row on a 2-core host)."""
     b, _, width = trace.shape
     rows = np.arange(b)
     i, j = np.array(counts), np.array(frames)
@@ -153,7 +112,7 @@ def token_boundaries(
         std = (((w - mean) * real_token) ** 2).sum(dim=-2, keepdim=True).div(tokens).sqrt()
         w = (w - mean) / std.clamp_min(1e-10)
         costs[chunk, :n, :f] = -median_filter_rows(w, width).mean(dim=1)
-    return _token_starts(_trace_batch(costs), counts, frames)
+    return token_starts(dtw_moves(costs), counts, frames)
 
 
 def median_filter_rows(

@@ -10,11 +10,44 @@ import torch.nn.functional as F
 from deployments.whisper import timing
 from deployments.whisper.timing import (
     clamp_stretched_ends,
-    dtw_batch,
+    dtw_moves,
     median_filter_rows,
     token_boundaries,
-    token_starts_batch,
+    token_starts,
 )
+
+
+def padded(costs: list[np.ndarray]) -> torch.Tensor:
+    """Cost matrices in one (matrices, N, M) float64 tensor, zeros past each one's size."""
+    cost = torch.zeros(len(costs), max(c.shape[0] for c in costs), max(c.shape[1] for c in costs))
+    for k, c in enumerate(costs):
+        cost[k, : c.shape[0], : c.shape[1]] = torch.from_numpy(c)
+    return cost.double()
+
+
+def backtrace(trace: np.ndarray, n: int, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """The whole path ending at (n, m) through one matrix's moves, as (token_indices,
+    frame_indices): the reference the batched walk is checked against."""
+    i, j = n, m
+    tokens: list[np.ndarray] = []
+    frames: list[np.ndarray] = []
+    while i > 0 and j > 0:
+        turns = np.flatnonzero(trace[i, 1 : j + 1] != 2)  # where the path leaves this row
+        k = int(turns[-1]) + 1 if turns.size else 1
+        frames.append(np.arange(j - 1, k - 2, -1, dtype=np.int64))
+        tokens.append(np.full(j - k + 1, i - 1, dtype=np.int64))
+        i, j = (i - 1, k - 1) if trace[i, k] == 0 else (i - 1, k)
+    if not tokens:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    return np.concatenate(tokens)[::-1].copy(), np.concatenate(frames)[::-1].copy()
+
+
+def dtw_batch(costs: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each matrix's path, the forward passes run together."""
+    if not costs:
+        return []
+    trace = dtw_moves(padded(costs))
+    return [backtrace(trace[k], c.shape[0], c.shape[1]) for k, c in enumerate(costs)]
 
 
 def brute_force_cost(cost: np.ndarray) -> float:
@@ -64,11 +97,12 @@ def test_batched_token_starts_are_where_each_path_enters_a_token() -> None:
     shapes = [(1, 1), (1, 9), (7, 1), (5, 5), (12, 40), (30, 35), (3, 60)]
     costs = [rng.random(shape) for shape in shapes]
     costs.append(np.zeros((6, 20)))  # every path ties: the tie order decides
-    for cost, starts in zip(costs, token_starts_batch(costs), strict=True):
+    shapes = [c.shape for c in costs]
+    walked = token_starts(dtw_moves(padded(costs)), [n for n, _ in shapes], [m for _, m in shapes])
+    for cost, starts in zip(costs, walked, strict=True):
         tokens, frames = dtw_batch([cost])[0]
         first = np.pad(np.diff(tokens), (1, 0), constant_values=1).astype(bool)
         assert np.array_equal(starts, np.append(frames[first], cost.shape[1]))
-    assert token_starts_batch([]) == []
 
 
 def whisper_median_filter(x: torch.Tensor, width: int = 7) -> torch.Tensor:
@@ -94,6 +128,7 @@ def test_batched_token_boundaries_equal_each_row_alone() -> None:
     rng = torch.Generator().manual_seed(3)
     align = torch.randn(5, 4, 30, 80, generator=rng)
     rows, starts, counts, frames = [0, 2, 3, 4], [0, 5, 2, 10], [12, 20, 3, 20], [80, 33, 2, 60]
+    assert token_boundaries(align, [], [], [], []) == []
     together = token_boundaries(align, rows, starts, counts, frames)
     for k in range(len(rows)):
         # Whisper's recipe on this row's own scores: softmax over its frames, standardised
