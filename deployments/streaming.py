@@ -273,7 +273,8 @@ class LocalAgreement:
             # unconfirmed.  Keeping up, two decodes agree on them sooner; behind (decodes come
             # seconds apart), this bounds the commit lag and the buffer instead of waiting
             # for the next decode while the buffer and each decode's cost grow
-            agreed = max(agreed, _ending_by(words, self.window_end - self.config.settle_s))
+            settled = _ending_by(words, self.window_end - self.config.settle_s)
+            agreed = max(agreed, min(settled, self._trusted(hyp, words)))
         commit = words[:agreed]
         self.committed.extend(commit)
         self.pending = words[len(commit) :]
@@ -288,6 +289,24 @@ class LocalAgreement:
         else:
             self._trim(hyp)
         return Update(commit, list(self.pending))
+
+    def _trusted(self, hyp: Hypothesis, words: list[Word]) -> int:
+        """How many leading ``words`` one decode may commit unconfirmed (``settle_s``): none of
+        a decode that looped or that the decoder doubted, and none from the first word that
+        starts a repeat of a phrase said just before.  A decoder that slips repeats what it
+        just said ("...would be difficult to understand" twice, committed by settle in a
+        failover run); a real repeat still commits once a second decode agrees."""
+        if hyp.looped or hyp.avg_logprob < _TRUST_LOGPROB:
+            return 0
+        said = [norm(w.text) for w in self.committed[-_REPEAT_LOOKBACK:]]
+        seen = {tuple(said[i : i + _REPEAT_N]) for i in range(len(said) - _REPEAT_N + 1)}
+        texts = [norm(w.text) for w in words]
+        for i in range(len(texts) - _REPEAT_N + 1):
+            gram = tuple(texts[i : i + _REPEAT_N])
+            if gram in seen:
+                return i
+            seen.add(gram)
+        return len(words)
 
     def stalled(self, hyp: Hypothesis) -> bool:
         """The forced decode stopped at the committed words although speech follows them.
@@ -408,6 +427,11 @@ class LocalAgreement:
 
 
 _AGREE_SLACK_S = 0.2
+# settle_s commits one decode's words only if that decode did not doubt them: Whisper's own
+# threshold for a failed decode (DecodeOptions.logprob_threshold)
+_TRUST_LOGPROB = -1.0
+_REPEAT_N = 3  # a phrase of this many words...
+_REPEAT_LOOKBACK = 30  # ...said again within this many committed words: wait for agreement
 
 
 def _same_word(old: Word, new: Word) -> bool:

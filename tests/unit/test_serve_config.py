@@ -104,7 +104,7 @@ def test_gpu_layer_puts_asr_on_gpus_and_keeps_placement() -> None:
     assert asr["max_surge_percent"] == 100
 
 
-@pytest.mark.parametrize("layer", [None, "gpu", "fast-cpu", "local"])
+@pytest.mark.parametrize("layer", [None, "gpu", "local"])
 def test_asr_batches_fit_what_serve_lets_in(layer: str | None) -> None:
     """A batch holds at most the requests Serve lets into the replica (max_ongoing_requests):
     the GPU layer once batched 64 rows behind a cap of 32.  On a GPU every batch size the
@@ -152,7 +152,7 @@ def test_layer_naming_what_the_config_lacks_is_a_config_error(layer: dict[str, A
 
 
 def test_unknown_layer_name_or_key_is_a_config_error(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="shipped: fast-cpu, gpu, local"):
+    with pytest.raises(ConfigError, match="shipped: gpu, local"):
         load_layer("tpu")
     bad = tmp_path / "bad.yaml"
     bad.write_text("deployments: {}\n")
@@ -160,14 +160,16 @@ def test_unknown_layer_name_or_key_is_a_config_error(tmp_path: Path) -> None:
         load_layer(bad)
 
 
-def test_fast_cpu_layer_turns_on_the_fitted_encoder_input_and_settling() -> None:
+def test_the_shipped_config_fits_the_encoder_input_and_settles_words_everywhere() -> None:
+    """The fitted encoder input and settling (once the fast-cpu layer) are the shipped default;
+    no layer turns them off again."""
     from deployments.app import AppArgs
 
     def args(*layers: str) -> AppArgs:
         cfg = load_serve_config(ROOT / "ray_config.yaml", [load_layer(n) for n in layers])
         return AppArgs.model_validate(cfg.applications[0].args)
 
-    default, fast = args(), args("fast-cpu")
-    assert (default.engine.encode_pad_s, default.ingress.policy.settle_s) == (None, None)
-    assert (fast.engine.encode_pad_s, fast.ingress.policy.settle_s) == (5.0, 4.0)
-    assert fast.engine.quantize == default.engine.quantize == "int8"
+    for layers in ((), ("gpu",), ("local",)):
+        shipped = args(*layers)
+        assert (shipped.engine.encode_pad_s, shipped.ingress.policy.settle_s) == (5.0, 4.0)
+        assert shipped.engine.quantize == "int8"

@@ -239,6 +239,34 @@ def test_settled_words_commit_without_a_second_decode() -> None:
         assert len(update.partial) == 20 - expect
 
 
+def test_settle_waits_for_agreement_on_a_repeated_phrase_or_a_doubted_decode() -> None:
+    """settle_s commits one decode's words unconfirmed; a decoder slip that says a phrase
+    again ("...difficult to understand" twice, a failover run) or a decode the decoder
+    doubted waits for a second decode instead.  A real repeat still commits on agreement."""
+
+    def settled(spoken: str, logprob: float = -0.3) -> list[str]:
+        la = LocalAgreement(PolicyConfig(step_s=1.0, settle_s=4.0))
+        la.add_audio(np.zeros(10 * SR, dtype=np.float32))
+        la.request()
+        return [w.text.strip() for w in la.apply(Hypothesis(words(spoken), avg_logprob=logprob)).committed]
+
+    plain = "it would be difficult to understand what was said by the man in the"
+    assert settled(plain) == plain.split()[:12]  # 12 words end by 10 s - 4 s
+    slip = "it would be difficult to understand would be difficult to understand now"
+    assert settled(slip) == slip.split()[:6]  # up to the repeat, not into it
+    assert settled(plain, logprob=-1.5) == []  # doubted: agreement only
+
+    said = "it would be difficult to understand he said difficult to understand now"
+    la = LocalAgreement(PolicyConfig(step_s=1.0, settle_s=4.0))
+    la.add_audio(np.zeros(10 * SR, dtype=np.float32))
+    la.request()
+    first = la.apply(Hypothesis(words(said)))
+    assert [w.text.strip() for w in first.committed] == said.split()[:8]
+    la.request()
+    again = la.apply(Hypothesis(words(said)))  # a second decode agrees: a real repeat
+    assert [w.text.strip() for w in again.committed] == said.split()[8:]
+
+
 def test_a_backlogged_decode_that_stopped_early_keeps_the_audio_after_its_words() -> None:
     """The failover tier's loss under a backlog: a 30 s window answered with words for its first
     4 s only (the decoder stopped); cutting at the window end - 5 s dropped 21 s of speech
