@@ -100,7 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     print("starting local Ray + Serve (first start takes ~30 s)...", flush=True)
     layers: list[Layer] = list(args.layer)
     if args.gpus:  # the gpu layer, with the GPU share asked for
-        share = {"ASRModel": {"ray_actor_options": {"num_gpus": args.gpus}}}
+        # the local layer's replica per core is for CPU replicas: start one on the GPU
+        one = {"min_replicas": 1, "initial_replicas": 1}
+        share = {"ASRModel": {"ray_actor_options": {"num_gpus": args.gpus}, "autoscaling_config": one}}
         layers += ["gpu", deployment_layer("rayscribe", share)]
     with contextlib.ExitStack() as stack:
         redis_url = os.environ.get(REDIS_URL_ENV)

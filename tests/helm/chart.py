@@ -81,9 +81,13 @@ AUTH_OFF_LAYER: Obj = {"applications": {"rayscribe": {"args": {"ingress": {"auth
 
 def chart_layers(values: Obj) -> list[Obj]:
     """The override layers the chart applies over ray_config.yaml, given merged ``values``:
-    the `serve` values, then the auth layer with auth.mode off."""
+    cluster/layers/gpu.yaml with GPU workers, the `serve` values, then the auth layer with
+    auth.mode off."""
+    from cluster.serve_config import load_layer
+
+    gpu = [load_layer("gpu")] if values["asrWorkers"]["gpusPerPod"] > 0 else []
     off = values["auth"]["mode"] in ("off", False)
-    return [values["serve"], *([AUTH_OFF_LAYER] if off else [])]
+    return [*gpu, values["serve"], *([AUTH_OFF_LAYER] if off else [])]
 
 
 def serve_config(objects: list[Obj]) -> Obj:

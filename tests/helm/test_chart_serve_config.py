@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from cluster.serve_config import apply_layer
+from cluster.serve_config import apply_layer, load_layer
 from tests.helm.chart import (
     CHART,
     ROOT,
@@ -37,7 +37,9 @@ def test_serve_config_is_ray_config_plus_the_overrides(
     chart: Any, rendered: dict[str, list[Obj]], ray_config: Obj, variant: str
 ) -> None:
     values = chart.merge_values(variant_values(variant))
-    assert chart_layers(values) == [values["serve"]]  # auth on: the serve values alone
+    # auth on: the serve values last, after the GPU layer where the workers have GPUs
+    assert chart_layers(values)[-1] == values["serve"]
+    assert len(chart_layers(values)) == (2 if values["asrWorkers"]["gpusPerPod"] else 1)
     assert serve_config(rendered[variant]) == apply_overrides(ray_config, values)
 
 
@@ -90,6 +92,28 @@ def test_gpu_values_put_the_asr_replicas_on_gpus(rendered: dict[str, list[Obj]])
     assert asr["ray_actor_options"]["resources"] == {"asr": 1}
 
 
+def test_gpu_workers_get_the_gpu_layer_not_the_cpu_batches(rendered: dict[str, list[Obj]]) -> None:
+    """GPU workers apply cluster/layers/gpu.yaml itself (the batches measured on an H100), not
+    ray_config.yaml's CPU batches of 8; CPU workers do not."""
+    gpu = load_layer("gpu")["applications"]["rayscribe"]
+    layer_asr = gpu["deployments"]["ASRModel"]
+    cfg = serve_config(rendered["gpu"])
+    asr = deployment(cfg, "ASRModel")
+    assert asr["user_config"] == layer_asr["user_config"] and asr["user_config"]["max_batch_size"] > 8
+    batch = asr["user_config"]["max_batch_size"]
+    assert asr["max_ongoing_requests"] == layer_asr["max_ongoing_requests"] >= batch
+    engine = cfg["applications"][0]["args"]["engine"]
+    assert engine["graph_max_batch"] == gpu["args"]["engine"]["graph_max_batch"]
+    cpu = deployment(serve_config(rendered["default"]), "ASRModel")
+    assert cpu["user_config"]["max_batch_size"] == 8 and cpu["ray_actor_options"]["num_gpus"] == 0
+
+
+def test_a_chart_with_gpu_workers_needs_the_gpu_layer_link(chart: Any) -> None:
+    link = CHART / "files" / "layers" / "gpu.yaml"
+    assert link.is_symlink() and not Path(link.readlink()).is_absolute()
+    assert link.resolve() == (ROOT / "cluster" / "layers" / "gpu.yaml").resolve()
+
+
 @pytest.mark.parametrize(
     ("values", "message"),
     [
@@ -117,6 +141,10 @@ def test_packaged_chart_carries_ray_config_itself(tmp_path: Path, rendered: dict
         assert member.isfile()  # dereferenced, not a dangling link
         data = tar.extractfile(member)
         assert data is not None and data.read() == (ROOT / "ray_config.yaml").read_bytes()
+        layer = tar.getmember("rayscribe/files/layers/gpu.yaml")
+        data = tar.extractfile(layer)
+        assert layer.isfile() and data is not None
+        assert data.read() == (ROOT / "cluster" / "layers" / "gpu.yaml").read_bytes()
     with helm.Chart.load(archive) as packaged:
         assert serve_config(render(packaged, {})) == serve_config(rendered["default"])
 

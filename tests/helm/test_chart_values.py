@@ -89,7 +89,15 @@ def test_default_values_use_no_gpu(rendered: dict[str, list[Obj]]) -> None:
 @pytest.mark.parametrize(
     "values",
     [
-        {"asrWorkers": {"gpusPerPod": 1}},  # GPU pods, but replicas that never ask for one
+        # GPU pods (the GPU layer asks for one per replica), but values that take it back
+        {
+            "asrWorkers": {"gpusPerPod": 1},
+            "serve": {
+                "applications": {
+                    "rayscribe": {"deployments": {"ASRModel": {"ray_actor_options": {"num_gpus": 0}}}}
+                }
+            },
+        },
         {"serve": {"applications": {"rayscribe": {"deployments": {"ASRModel": GPU_REPLICA}}}}},
     ],
 )

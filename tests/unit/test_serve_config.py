@@ -94,6 +94,15 @@ def test_local_layer_makes_it_one_loopback_machine() -> None:
     # the layer changes one key; the placement resource and the rest of the file stay
     assert ingress["ray_actor_options"] == {"num_cpus": 0, "resources": {"ingress": 1}}
     assert ingress["num_replicas"] == 2
+    # ASR: a one-thread replica per core from the start, capped to the machine by the runner
+    from deployments.local import fit_replicas
+
+    asr = cfg.applications[0].options()["ASRModel"]
+    assert asr["ray_actor_options"] == {"num_cpus": 1, "num_gpus": 0, "resources": {"asr": 1}}
+    for cpus, replicas in ((1, 1), (2, 2), (16, 2)):
+        auto = fit_replicas(asr, cpus)["autoscaling_config"]
+        assert (auto["min_replicas"], auto["initial_replicas"]) == (replicas, replicas)
+        assert auto["max_replicas"] == min(cpus, 4)
 
 
 def test_gpu_layer_puts_asr_on_gpus_and_keeps_placement() -> None:

@@ -239,7 +239,8 @@ spec:
 
 {{/*
 serveConfigV2: ray_config.yaml (files/ray_config.yaml, a symlink to the repository's one file)
-with the `serve` values merged over it:
+with, where asrWorkers.gpusPerPod > 0, cluster/layers/gpu.yaml (files/layers/gpu.yaml) and then
+the `serve` values merged over it:
   1. serve.config over the top level (proxy_location, http_options, ...);
   2. serve.applications.<app> (less `deployments`) over the application of that name;
   3. serve.applications.<app>.deployments.<name> over the deployment of that name.
@@ -250,8 +251,17 @@ auth.mode "off" adds args.ingress.auth.mode "off" to the rayscribe application's
 {{- if or (not $base) (hasKey $base "Error") (not $base.applications) -}}
 {{- fail "files/ray_config.yaml (a link to the repository's ray_config.yaml) is missing or not a Serve config" -}}
 {{- end -}}
-{{- $cfg := mergeOverwrite (deepCopy $base) (deepCopy .Values.serve.config) -}}
-{{- $appOverrides := deepCopy (.Values.serve.applications | default dict) -}}
+{{- /* GPU workers: cluster/layers/gpu.yaml (files/layers/gpu.yaml, a symlink) first, then the
+values: the layer `rayscribe-cluster deploy --layer gpu` applies, not a copy of it */ -}}
+{{- $gpu := dict -}}
+{{- if gt (int .Values.asrWorkers.gpusPerPod) 0 -}}
+{{- $gpu = .Files.Get "files/layers/gpu.yaml" | fromYaml -}}
+{{- if or (not $gpu) (hasKey $gpu "Error") (not $gpu.applications) -}}
+{{- fail "files/layers/gpu.yaml (a link to cluster/layers/gpu.yaml) is missing or not a layer" -}}
+{{- end -}}
+{{- end -}}
+{{- $cfg := mergeOverwrite (deepCopy $base) (deepCopy ($gpu.config | default dict)) (deepCopy .Values.serve.config) -}}
+{{- $appOverrides := mergeOverwrite (deepCopy ($gpu.applications | default dict)) (deepCopy (.Values.serve.applications | default dict)) -}}
 {{- if hasKey (dig "rayscribe" "args" "ingress" "auth" dict $appOverrides) "mode" -}}
 {{- fail "serve.applications.rayscribe.args.ingress.auth.mode: set auth.mode instead" -}}
 {{- end -}}
@@ -305,6 +315,6 @@ auth.mode "off" adds args.ingress.auth.mode "off" to the rayscribe application's
 {{- fail "a deployment asks for num_gpus but asrWorkers.gpusPerPod is 0 (examples/values-gpu.yaml)" -}}
 {{- end -}}
 {{- if and $hasGpu (not $wantGpu) -}}
-{{- fail "asrWorkers.gpusPerPod > 0 but no deployment asks for num_gpus: set serve.applications.rayscribe.deployments.ASRModel.ray_actor_options.num_gpus (examples/values-gpu.yaml)" -}}
+{{- fail "asrWorkers.gpusPerPod > 0 but no deployment asks for num_gpus (cluster/layers/gpu.yaml sets ASRModel.ray_actor_options.num_gpus 1; the serve values set it back to 0)" -}}
 {{- end -}}
 {{- end }}
