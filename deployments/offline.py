@@ -29,7 +29,8 @@ def transcribe_long(
         chunk = audio[pos : pos + window]
         offset = pos / SAMPLE_RATE
         prompt = "".join(w.text for w in words)[-prompt_chars:]
-        hyp = decode([DecodeRequest(chunk, offset, prompt)])[0]
+        # the whole 30 s input Whisper was trained on, whatever the engine's encode_pad_s
+        hyp = decode([DecodeRequest(chunk, offset, prompt, full_window=True)])[0]
         last = pos + len(chunk) >= len(audio)
         keep = hyp.words if last else [w for w in hyp.words if w.end <= offset + WINDOW_S - 1.0]
         if not last and len(keep) > 1:

@@ -47,10 +47,21 @@ def wer(references: list[str], hypotheses: list[str]) -> float:
     return edits / max(1, words)
 
 
+# a digit the normaliser leaves spelled out where it stands alone ("01, 8,03" -> "one 803")
+_DIGIT_WORDS = {
+    w: str(i)
+    for i, w in enumerate(["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"])
+}
+
+
 def keeps_last_word(reference: list[str], hypothesis: list[str]) -> bool:
     """The hypothesis ends with the reference's last word (normalised words): among its own
-    last three, spaces ignored ("18 13" and "1813" are the same spoken year)."""
+    last three, spaces ignored ("18 13" and "1813" are the same spoken year), a lone digit
+    word as its digit ("one 803" and "1803" are the same spoken digits)."""
     if not reference:
         return True
     tail = hypothesis[-3:]
-    return reference[-1] in tail or "".join(tail).endswith(reference[-1])
+    if reference[-1] in tail:
+        return True
+    digits = [_DIGIT_WORDS.get(w, w) for w in tail]
+    return "".join(digits).endswith(_DIGIT_WORDS.get(reference[-1], reference[-1]))

@@ -30,3 +30,16 @@ def test_long_audio_is_transcribed_once_in_order() -> None:
     words = transcribe_long(word_clock, audio)
     assert [w.text for w in words] == [f" w{k}" for k in range(len(words))]
     assert words[-1].end > 64.0
+
+
+def test_offline_windows_get_the_whole_encoder_input() -> None:
+    """Offline is the accuracy baseline: every window is encoded at Whisper's 30 s, also on an
+    engine that fits streaming windows to their audio (encode_pad_s)."""
+    seen: list[DecodeRequest] = []
+
+    def record(requests: list[DecodeRequest]) -> list[Hypothesis]:
+        seen.extend(requests)
+        return word_clock(requests)
+
+    transcribe_long(record, np.zeros(int(45 * SR), dtype=np.float32))
+    assert len(seen) >= 3 and all(r.full_window for r in seen)

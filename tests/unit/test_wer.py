@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from ingest.wer import edit_distance, normalize, wer
+from ingest.wer import edit_distance, keeps_last_word, normalize, wer
 
 
 def test_normalize_strips_case_and_punctuation_and_expands_titles() -> None:
@@ -60,3 +60,14 @@ def test_wer_imports_without_torch() -> None:
     code = "import sys, ingest.wer as w; w.normalize('twenty five'); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_a_last_word_is_kept_whatever_the_digits_formatting() -> None:
+    """The tail check (every evalset clip, slow tier) compares normalised words: digit strings
+    come out split differently ("01803" -> 1803, "01, 8,03" -> one 803) while a lost word
+    still shows."""
+    offline = normalize(" 1,0001 90210 01803")
+    assert keeps_last_word(offline, normalize(" 1,0001. 9,02,10. 01, 8,03."))
+    assert keeps_last_word(normalize(" in the year 1813"), normalize(" in the year 18 13"))
+    assert not keeps_last_word(offline, normalize(" 1,0001. 9,02,10."))  # lost: 01803
+    assert not keeps_last_word(normalize(" feel'st it cold"), normalize(" warm and thou"))
