@@ -108,7 +108,7 @@ def test_gpu_workers_get_the_gpu_layer_not_the_cpu_batches(rendered: dict[str, l
     assert cpu["user_config"]["max_batch_size"] == 8 and cpu["ray_actor_options"]["num_gpus"] == 0
 
 
-def test_a_chart_with_gpu_workers_needs_the_gpu_layer_link(chart: Any) -> None:
+def test_a_chart_with_gpu_workers_needs_the_gpu_layer_link() -> None:
     link = CHART / "files" / "layers" / "gpu.yaml"
     assert link.is_symlink() and not Path(link.readlink()).is_absolute()
     assert link.resolve() == (ROOT / "cluster" / "layers" / "gpu.yaml").resolve()
