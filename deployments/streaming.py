@@ -42,6 +42,10 @@ class PolicyConfig(BaseModel):
     # commit words ending this long before the decoded window's end without waiting for a
     # second decode to agree (None: only agreement commits); see LocalAgreement.apply
     settle_s: float | None = Field(None, ge=1.0, le=20.0)
+    # two decodes agree on a word only if it ended this long before the earlier decode's
+    # window end: a word cut at the window's edge can be misheard the same way twice when
+    # decodes come close together (fast_step_s); 0: any agreed word commits
+    agree_margin_s: float = Field(0.0, ge=0.0, le=5.0)
     prompt_chars: int = Field(200, ge=0, le=800)  # committed text fed back as the prompt
     # audio waiting beyond this (a resume resending a long backlog, a stream far behind) is
     # refused with 1013 rather than held in memory; below it a backlog is decoded 30 s at a time
@@ -116,6 +120,7 @@ class LocalAgreement:
         self.buffer_offset = 0.0  # stream seconds of buffer[0]
         self.committed: list[Word] = []
         self.pending: list[Word] = []  # the previous hypothesis beyond the committed words
+        self._pending_end = 0.0  # the window end of the decode that gave ``pending``
         self.undecoded_s = 0.0  # audio added since the last decode request
         self._window_end: float | None = None  # where the last decode request's audio ended
         self.voice: VoiceTracker | None = None  # set by the session when it runs a VAD
@@ -210,6 +215,8 @@ class LocalAgreement:
         self.buffer_offset = offset
         self.committed = list(context)
         self.pending = [w for w in pending or [] if w.start >= offset]
+        # the decode behind ``pending`` saw at least its last word (its window end is not kept)
+        self._pending_end = self.pending[-1].end if self.pending else offset
         self.undecoded_s = 0.0
         self._window_end = None
         if self.voice is not None:
@@ -233,7 +240,7 @@ class LocalAgreement:
         self._window_end = self.buffer_offset + len(window) / SAMPLE_RATE
         # where the speech inside this window ends, as the VAD heard it when it was sent
         self._window_voice_end = min(self.voice.voice_end, self._window_end) if self.voice else 0.0
-        return DecodeRequest(window, self.buffer_offset, text, forced, min_tokens, full_window=final)
+        return DecodeRequest(window, self.buffer_offset, text, forced, min_tokens, final=final)
 
     @property
     def window_end(self) -> float:
@@ -260,8 +267,10 @@ class LocalAgreement:
         """Commit the agreed prefix of the previous and this hypothesis."""
         words = self._fresh(hyp)
         agreed = 0
+        margin = self.config.agree_margin_s
+        edge = self._pending_end - margin if margin > 0 else float("inf")
         for old, new in zip(self.pending, words, strict=False):
-            if not _same_word(old, new):
+            if not _same_word(old, new) or old.end > edge + 1e-6:
                 break
             agreed += 1
         cutoff = self.window_end - 5.0
@@ -278,6 +287,7 @@ class LocalAgreement:
         commit = words[:agreed]
         self.committed.extend(commit)
         self.pending = words[len(commit) :]
+        self._pending_end = self.window_end
         if self.audio_end > self.window_end + 1e-6 and self._buffer_s() > self.config.hard_buffer_s:
             # a backlog: move on to the next window, keeping only what is still uncommitted.
             # A decode that stopped early (a 30 s window answered with a few words) covers its

@@ -30,6 +30,12 @@ def timed(fn: Callable[[], object], repeat: int) -> float:
     return (time.perf_counter() - started) / repeat
 
 
+def _whole_decode(
+    engine: WhisperEngine, mel: torch.Tensor, rows: tuple[list[str], list[int], list[float]]
+) -> object:
+    return engine.decoder.decode(engine.model.encoder(mel), *rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--threads", type=int, default=2)
@@ -42,12 +48,13 @@ def main() -> None:
     for quantize in ("none", "int8"):
         engine = WhisperEngine(EngineConfig(num_threads=args.threads, quantize=quantize))  # type: ignore[arg-type]
         with torch.inference_mode():
-            for frames in (3000, 1600):
+            for frames in (3000, 2000, 1600):
                 for batch in (1, 4):
                     m = pad_frames(mel, frames)[None].repeat(batch, 1, 1)
                     enc = timed(partial(engine.model.encoder, m), args.repeat)
                     rows = ([""] * batch, [n] * batch, [0.0] * batch)
-                    full = timed(partial(engine.decoder.decode, m, *rows), args.repeat)
+                    whole = partial(_whole_decode, engine, m, rows)
+                    full = timed(whole, args.repeat)
                     print(
                         f"| {quantize} | {frames / 100:.0f} s | {batch} | {enc:.3f} | {full:.3f} "
                         f"| {(full - enc) / batch:.3f} |",

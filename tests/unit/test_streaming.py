@@ -301,3 +301,23 @@ def test_a_flush_without_vad_keeps_the_audio_its_words_do_not_reach() -> None:
     rest = "for the beautiful letters and it was a matter of course that in the middle ages the men took care"
     la.flush(hyp(rest, start=1.5))  # 20 words: to 11.5 s of 12
     assert not la.uncovered()  # its words run to the window's end: nothing kept
+
+
+def test_agreement_margin_keeps_words_at_the_earlier_window_edge_pending() -> None:
+    """Decodes 0.5 s apart can hear a word cut at the window's edge the same wrong way twice:
+    with ``agree_margin_s`` a word commits only if the earlier decode heard it whole."""
+    spoken = "w0 w1 w2 w3"  # 0.5 s words: 0-2 s
+    # w2 ends 1.5 s, 0.5 s before the first decode's edge (2 s); w3 at the edge
+    for margin, expect, then in ((0.0, 4, [" w4"]), (0.6, 2, [" w2"])):
+        la = LocalAgreement(PolicyConfig(step_s=0.5, agree_margin_s=margin))
+        la.add_audio(np.zeros(2 * SR, dtype=np.float32))
+        la.request()
+        la.apply(hyp(spoken))
+        la.add_audio(np.zeros(SR // 2, dtype=np.float32))
+        la.request()
+        update = la.apply(hyp(spoken + " w4"))
+        assert [w.text for w in update.committed] == [f" w{i}" for i in range(expect)]
+        # a held word commits on the next decode that agrees, once the earlier one heard it whole
+        la.add_audio(np.zeros(SR // 2, dtype=np.float32))
+        la.request()
+        assert [w.text for w in la.apply(hyp(spoken + " w4 w5")).committed] == then
