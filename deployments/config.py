@@ -21,10 +21,6 @@ class EngineConfig(BaseModel):
     # encode_bucket_s) instead of always 30 s; None = always 30 s, as Whisper was trained
     encode_pad_s: float | None = Field(None, ge=0.0, le=30.0)
     encode_bucket_s: float = Field(1.0, gt=0.0, le=30.0)
-    # a decode whose words are committed whole (an endpoint or closing flush: DecodeRequest.
-    # final) sees its audio plus this much silence; None = always 30 s.  Only where
-    # encode_pad_s fits the others
-    final_pad_s: float | None = Field(None, ge=0.0, le=30.0)
     # GPU only: the token loop replays one CUDA graph per step over a static KV cache, for
     # batches of up to graph_max_batch rows (larger ones run the plain loop)
     cuda_graphs: bool = True

@@ -240,7 +240,7 @@ class LocalAgreement:
         self._window_end = self.buffer_offset + len(window) / SAMPLE_RATE
         # where the speech inside this window ends, as the VAD heard it when it was sent
         self._window_voice_end = min(self.voice.voice_end, self._window_end) if self.voice else 0.0
-        return DecodeRequest(window, self.buffer_offset, text, forced, min_tokens, final=final)
+        return DecodeRequest(window, self.buffer_offset, text, forced, min_tokens, full_window=final)
 
     @property
     def window_end(self) -> float:

@@ -25,12 +25,9 @@ class DecodeRequest:
     # stopped right after the forced prefix although speech follows it)
     min_tokens: int = 0
     # encode the whole 30 s input even where the engine fits it to the audio (encode_pad_s):
-    # the input Whisper was trained on (offline transcription)
+    # a decode whose words are committed whole (endpoint, closing flush) gets the input
+    # Whisper was trained on; a shortened input hallucinated tails there
     full_window: bool = False
-    # its words are committed whole (endpoint, closing flush): the encoder gets the engine's
-    # final_pad_s of silence after the audio (30 s if unset); an input fitted as tightly as
-    # the other decodes' hallucinated tails there
-    final: bool = False
     issued_at: float = 0.0  # wall clock when the ingress sent it (metrics: queue wait); 0 unknown
     # how far the stream's audio ran ahead of real time when this was sent (deployments/fairness.py)
     ahead_s: float = 0.0

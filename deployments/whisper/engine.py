@@ -85,22 +85,17 @@ class WhisperEngine:
             ", CUDA graphs" if use_graphs else "",
         )
 
-    def encoder_frames(self, n_frames: list[int], pad: float | None) -> int:
+    def encoder_frames(self, n_frames: list[int], full: bool = False) -> int:
         """Mel frames the encoder sees for a batch whose rows have ``n_frames`` real frames:
-        the longest row plus ``pad`` seconds of silence, bucketed, at most 30 s (``None``:
-        30 s)."""
-        if pad is None:
+        30 s, or (``encode_pad_s``, unless ``full``) the longest row plus that much silence,
+        bucketed."""
+        pad = self.config.encode_pad_s
+        if pad is None or full:
             return N_FRAMES
         bucket = max(2, int(round(self.config.encode_bucket_s * FRAMES_PER_SECOND)))
         want = max(n_frames) + int(round(pad * FRAMES_PER_SECOND))
         frames = -(-want // bucket) * bucket
         return min(N_FRAMES, frames + frames % 2)  # even: the encoder's conv halves it
-
-    def pad_for(self, request: DecodeRequest) -> float | None:
-        """The silence after a request's audio that the encoder sees (``None``: 30 s input)."""
-        if request.full_window or self.config.encode_pad_s is None:
-            return None
-        return self.config.final_pad_s if request.final else self.config.encode_pad_s
 
     def transcribe(self, requests: list[DecodeRequest]) -> list[Hypothesis]:
         """Decode a batch of windows (each at most 30 s) in one encoder/decoder pass."""
@@ -110,7 +105,7 @@ class WhisperEngine:
             if r.audio.ndim != 1 or len(r.audio) > CHUNK_SAMPLES:
                 raise ModelError(f"a decode window must be 1-D and at most 30 s, got {r.audio.shape}")
         mel, frames = self.features([r.audio for r in requests])
-        audio, valid = self.encode(mel, frames, [self.pad_for(r) for r in requests])
+        audio, valid = self.encode(mel, frames, [r.full_window for r in requests])
         return self.decoder.decode(
             audio,
             [r.prompt for r in requests],
@@ -132,19 +127,19 @@ class WhisperEngine:
 
     @torch.inference_mode()
     def encode(
-        self, mel: torch.Tensor, frames: list[int], pads: list[float | None]
+        self, mel: torch.Tensor, frames: list[int], full: list[bool]
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The encoder's output for a batch (``mel``: rows, 80, frames, zeros past each row's
-        ``frames``; ``pads``: each row's silence after its audio, see :meth:`pad_for`), and
-        (where rows were encoded at different widths) which positions of each row are real.
-        On a GPU the batch is encoded at its widest row's width in one call.  On CPU a batch
-        gains nothing from being encoded together, while padding every row to the widest
-        encodes silence (streams' buffers differ in length): rows of the same width are
-        encoded together, each group at its own width, and the outputs padded (the decoder
-        masks the padding)."""
-        widths = [self.encoder_frames([f], p) for f, p in zip(frames, pads, strict=True)]
-        if self.device.type != "cpu":
-            widths = [max(widths)] * len(widths)
+        ``frames``), and (where rows were encoded at different widths)
+        which positions of each row are real.  On a GPU the batch is encoded at its widest
+        row's width in one call.  On CPU a batch gains nothing from being encoded together,
+        while padding every row to the widest encodes silence (streams' buffers differ in
+        length): rows of the same width are encoded together, each group
+        at its own width, and the outputs padded (the decoder masks the padding)."""
+        if self.device.type != "cpu" or self.config.encode_pad_s is None:
+            widths = [self.encoder_frames(frames, full=any(full))] * len(frames)
+        else:
+            widths = [self.encoder_frames([f], full=w) for f, w in zip(frames, full, strict=True)]
         groups = {w: [i for i, x in enumerate(widths) if x == w] for w in sorted(set(widths))}
         whole = len(groups) == 1
         encoded = {

@@ -55,8 +55,8 @@ def test_a_sentence_skipped_after_a_prompt_is_decoded_again(pair: np.ndarray) ->
 def test_the_last_word_is_not_stretched_over_speech_the_decoder_left_out(pair: np.ndarray) -> None:
     """A window that goes on after the decoder stopped ("...painful to myself." then
     "Printing, in the only sense..." from 12.3 s): DTW gave "myself." 10.6-13.8 s.  The
-    decoder stops there with the full 30 s input (offline windows, and a flush's decode where
-    final_pad_s is unset; given less it reads on into the next sentence)."""
+    decoder stops there with the full 30 s input, which a flush's decode gets (full_window;
+    fitted to the audio + encode_pad_s it reads on)."""
     engine = WhisperEngine(SERVED)
     window = pair[: 18 * TARGET_RATE].copy()
     hyp = engine.transcribe([DecodeRequest(window, 0.0, "", "", 0, full_window=True)])[0]

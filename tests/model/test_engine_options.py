@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -35,19 +34,11 @@ def test_int8_projection_keeps_the_transcripts(evalset: Path) -> None:
 def test_fitted_encoder_window() -> None:
     full = WhisperEngine(EngineConfig(num_threads=2))
     fitted = WhisperEngine(EngineConfig(num_threads=2, encode_pad_s=5.0, encode_bucket_s=5.0))
-    audio = np.zeros(3 * 16000, dtype=np.float32)
-    assert full.pad_for(DecodeRequest(audio)) is None  # as trained: always 30 s
-    assert fitted.pad_for(DecodeRequest(audio)) == 5.0
-    assert fitted.encoder_frames([300], 5.0) == 1000  # 3 s + 5 s, up to a 5 s bucket
-    assert fitted.encoder_frames([300, 1201], 5.0) == 2000  # the batch's longest row decides
-    assert fitted.encoder_frames([2900], 5.0) == N_FRAMES  # never past 30 s
-    assert fitted.encoder_frames([300], None) == N_FRAMES
-    # a committing decode: 30 s unless final_pad_s fits it too; offline (full_window): 30 s
-    assert fitted.pad_for(DecodeRequest(audio, final=True)) is None
-    final = WhisperEngine(EngineConfig(num_threads=2, encode_pad_s=2.0, final_pad_s=10.0))
-    assert final.pad_for(DecodeRequest(audio, final=True)) == 10.0
-    assert final.pad_for(DecodeRequest(audio)) == 2.0
-    assert final.pad_for(DecodeRequest(audio, full_window=True)) is None
+    assert full.encoder_frames([300]) == N_FRAMES  # as trained: always 30 s
+    assert fitted.encoder_frames([300]) == 1000  # 3 s + 5 s, up to a 5 s bucket
+    assert fitted.encoder_frames([300, 1201]) == 2000  # the batch's longest row decides
+    assert fitted.encoder_frames([2900]) == N_FRAMES  # never past 30 s
+    assert fitted.encoder_frames([300], full=True) == N_FRAMES  # a committing decode: 30 s
 
 
 def test_static_cache_decodes_what_the_growing_cache_does(evalset: Path) -> None:
@@ -84,15 +75,15 @@ def test_cpu_rows_are_encoded_at_their_own_width(evalset: Path) -> None:
     engine = WhisperEngine(EngineConfig(num_threads=2, encode_pad_s=2.0))
     rows = [json.loads(line) for line in (evalset / "manifest.jsonl").read_text().splitlines()][::29]
     requests = [DecodeRequest(read_wav(evalset / row["audio"]).samples) for row in rows]
-    requests.append(DecodeRequest(requests[0].audio, full_window=True))  # offline: all 30 s
+    requests.append(DecodeRequest(requests[0].audio, full_window=True))  # a flush: all 30 s
     mel, frames = engine.features([r.audio for r in requests])
-    pads = [engine.pad_for(r) for r in requests]
-    audio, valid = engine.encode(mel, frames, pads)
+    full = [r.full_window for r in requests]
+    audio, valid = engine.encode(mel, frames, full)
     assert valid is not None and audio.shape[1] == N_FRAMES // 2
-    widths = [engine.encoder_frames([f], p) for f, p in zip(frames, pads, strict=True)]
+    widths = [engine.encoder_frames([f], full=w) for f, w in zip(frames, full, strict=True)]
     assert len(set(widths)) > 2 and widths[-1] == N_FRAMES
-    for i, (r, f, p) in enumerate(zip(requests, frames, pads, strict=True)):
-        alone, mask = engine.encode(log_mel(torch.from_numpy(r.audio))[None], [f], [p])
+    for i, (r, f, w) in enumerate(zip(requests, frames, full, strict=True)):
+        alone, mask = engine.encode(log_mel(torch.from_numpy(r.audio))[None], [f], [w])
         assert mask is None and int(valid[i].sum()) == alone.shape[1] == widths[i] // 2
         assert torch.allclose(audio[i, : alone.shape[1]], alone[0], atol=1e-4)
     batch = engine.transcribe(requests)

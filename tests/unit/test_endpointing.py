@@ -96,7 +96,7 @@ def test_stalled_forced_decode_is_retried_only_when_speech_follows() -> None:
     assert not la.stalled(Hypothesis(words("warm and thou feel'st", 0.0)))
     retry = la.request(min_tokens=1, final=True)
     assert retry.min_tokens == 1 and retry.forced == request.forced
-    assert retry.final and not request.final  # only a flush's decode: the committing input
+    assert retry.full_window and not request.full_window  # only a flush's decode: full input
 
 
 def test_stalled_is_false_when_only_silence_follows() -> None:
