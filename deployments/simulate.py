@@ -7,7 +7,7 @@ tails) that must not depend on timing; latency is measured against the real serv
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -25,6 +25,9 @@ class SimResult:
     decodes: int
     decoded_audio_s: float  # audio seconds the encoder was given, summed over decodes
     endpoints: int
+    # per word committed before the stream closed: audio that followed the word in the window
+    # that committed it (decodes answered at once: the policy's share of the commit lag)
+    commit_delays: list[float] = field(default_factory=list)
 
     @property
     def text(self) -> str:
@@ -62,6 +65,7 @@ def simulate_stream(
     words: list[Word] = []
     decodes = endpoints = 0
     decoded_s = 0.0
+    delays: list[float] = []
 
     def decode(request: DecodeRequest) -> Hypothesis:
         nonlocal decodes, decoded_s
@@ -85,6 +89,7 @@ def simulate_stream(
             update = la.flush(hyp) if endpoint else la.apply(hyp)
             endpoints += endpoint
             words.extend(update.committed)
+            delays.extend(la.window_end - w.end for w in update.committed)
     while la.backlogged():  # close: the session's flush
         words.extend(la.apply(decode(la.request())).committed)
     for _ in range(4):  # the session's closing flush passes
@@ -94,4 +99,4 @@ def simulate_stream(
         words.extend(update.committed)
         if not update.committed or not la.uncovered():
             break
-    return SimResult(words, decodes, decoded_s, endpoints)
+    return SimResult(words, decodes, decoded_s, endpoints, delays)

@@ -182,7 +182,8 @@ class LocalAgreement:
     def ready(self) -> bool:
         """A step's worth of new audio is waiting to be decoded (and, with voice activity,
         new speech arrived since the last decode)."""
-        if self.undecoded_s < self.step_s:
+        # (a tolerance: ten 100 ms frames add up to 0.9999... s, which made the 1 s step 1.1 s)
+        if self.undecoded_s < self.step_s - 1e-6:
             return False
         if self.voice is None:
             return True

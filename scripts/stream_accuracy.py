@@ -7,7 +7,10 @@
 
 A variant is JSON: ``engine`` (EngineConfig fields) and ``policy`` (PolicyConfig fields).
 Offline = the same engine (same quantization) on sequential 20 s windows, full 30 s encoder
-input.  Also counts clips whose streamed transcript lacks the offline transcript's last word.
+input.  Also counts clips whose streamed transcript lacks the offline transcript's last word,
+and prints the CPU time of the streamed decodes (``--threads 1``: a replica's share) and the
+commit delay: how much audio followed a word in the window that committed it (the policy's
+part of the commit lag, decodes answered at once; the close flush not counted).
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from deployments.config import EngineConfig
 from deployments.offline import transcribe_long
@@ -36,6 +41,10 @@ def by_source(sources: list[str], refs: list[str], hyps: list[str]) -> dict[str,
         groups[s][0].append(r)
         groups[s][1].append(h)
     return {s: round(100 * wer(*g), 1) for s, g in groups.items()}
+
+
+def _pct(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
 
 
 def main() -> None:
@@ -68,17 +77,20 @@ def main() -> None:
             print(
                 f"offline ({config.quantize}): WER {100 * wer(refs, off):.2f} {by_source(sources, refs, off)}"
             )
-        started, hyps, decodes, lost = time.perf_counter(), [], 0, []
+        started, hyps, decodes, lost = time.process_time(), [], 0, []
+        delays: list[float] = []
         for a, off_text in zip(audio, offline[config.quantize], strict=True):
             result = simulate_stream(engine.transcribe, a, PolicyConfig(**variant.get("policy", {})))
             hyps.append(result.text)
             decodes += result.decodes
+            delays += result.commit_delays
             o, s = normalize(off_text), normalize(result.text)
             if not keeps_last_word(o, s):
                 lost.append((o[-3:], s[-3:]))
         print(
             f"{spec}: streaming WER {100 * wer(refs, hyps):.2f} {by_source(sources, refs, hyps)} "
-            f"decodes {decodes}, {time.perf_counter() - started:.0f} s, lost tails {len(lost)} {lost[:4]}",
+            f"decodes {decodes}, CPU {time.process_time() - started:.0f} s, commit delay p50/p95 "
+            f"{_pct(delays, 50):.2f}/{_pct(delays, 95):.2f} s, lost tails {len(lost)} {lost[:4]}",
             flush=True,
         )
 
