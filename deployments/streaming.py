@@ -266,7 +266,7 @@ class LocalAgreement:
 
     def apply(self, hyp: Hypothesis) -> Update:
         """Commit the agreed prefix of the previous and this hypothesis."""
-        words = self._fresh(hyp)
+        words = _heard(self._fresh(hyp))
         agreed = 0
         margin = self.config.agree_margin_s
         edge = self._pending_end - margin if margin > 0 else float("inf")
@@ -443,6 +443,19 @@ _AGREE_SLACK_S = 0.2
 _TRUST_LOGPROB = -1.0
 _REPEAT_N = 3  # a phrase of this many words...
 _REPEAT_LOOKBACK = 30  # ...said again within this many committed words: wait for agreement
+_PILE_WORDS, _PILE_S = 4, 0.2  # this many words within this long: not heard (see _heard)
+
+
+def _heard(words: list[Word]) -> list[Word]:
+    """``words`` up to the first run of words piled up at one instant: a decoder that loops
+    back over text it already said ("This is the sixth form. This I have a cold..." again, 30
+    words at 35.8-35.9 s of the spontaneous recording) gets no audio for them from the
+    alignment, and two decodes that slip alike agree on them.  Speech never fits
+    ``_PILE_WORDS`` words in ``_PILE_S``; the audio stays in the buffer for the next decode."""
+    for i in range(len(words) - _PILE_WORDS + 1):
+        if words[i + _PILE_WORDS - 1].end - words[i].start < _PILE_S:
+            return words[:i]
+    return words
 
 
 def _same_word(old: Word, new: Word) -> bool:

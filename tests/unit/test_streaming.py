@@ -321,3 +321,16 @@ def test_agreement_margin_keeps_words_at_the_earlier_window_edge_pending() -> No
         la.add_audio(np.zeros(SR // 2, dtype=np.float32))
         la.request()
         assert [w.text for w in la.apply(hyp(spoken + " w4 w5")).committed] == then
+
+
+def test_words_piled_up_at_one_instant_are_not_agreed_on() -> None:
+    """The spontaneous recording: two decodes looped back over a sentence already committed,
+    30 words aligned to 35.8-35.9 s, and agreed; no speech fits 4 words in 0.2 s."""
+    la = LocalAgreement()
+    la.add_audio(np.zeros(4 * SR, dtype=np.float32))
+    said = words("this is the sixth form", 0.0)
+    loop = [Word(w.text, 2.5, 2.5) for w in said]
+    first = la.apply(Hypothesis(said + loop))
+    assert [w.text for w in first.partial] == [w.text for w in said]  # the pile is dropped
+    second = la.apply(Hypothesis(said + loop))
+    assert [w.text for w in second.committed] == [w.text for w in said] and second.partial == []
