@@ -115,6 +115,12 @@ def test_ready_after_a_step_of_audio() -> None:
     assert la.ready()
     la.request()
     assert not la.ready()
+    # ten 100 ms frames are a step (their float sum is 0.9999...: the step once ran at 1.1 s)
+    for _ in range(9):
+        la.add_audio(np.zeros(SR // 10, dtype=np.float32))
+        assert not la.ready()
+    la.add_audio(np.zeros(SR // 10, dtype=np.float32))
+    assert la.ready()
 
 
 def test_cadence_is_fast_while_decodes_come_back_within_the_fast_step() -> None:
