@@ -22,14 +22,13 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from deployments.config import EngineConfig
 from deployments.offline import transcribe_long
 from deployments.simulate import simulate_stream
 from deployments.streaming import PolicyConfig
 from deployments.whisper.engine import WhisperEngine
 from ingest.audio import read_wav
+from ingest.loadtest import percentile
 from ingest.wer import keeps_last_word, normalize, wer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,10 +40,6 @@ def by_source(sources: list[str], refs: list[str], hyps: list[str]) -> dict[str,
         groups[s][0].append(r)
         groups[s][1].append(h)
     return {s: round(100 * wer(*g), 1) for s, g in groups.items()}
-
-
-def _pct(values: list[float], q: float) -> float:
-    return float(np.percentile(values, q)) if values else float("nan")
 
 
 def main() -> None:
@@ -90,7 +85,7 @@ def main() -> None:
         print(
             f"{spec}: streaming WER {100 * wer(refs, hyps):.2f} {by_source(sources, refs, hyps)} "
             f"decodes {decodes}, CPU {time.process_time() - started:.0f} s, commit delay p50/p95 "
-            f"{_pct(delays, 50):.2f}/{_pct(delays, 95):.2f} s, lost tails {len(lost)} {lost[:4]}",
+            f"{percentile(delays, 50):.2f}/{percentile(delays, 95):.2f} s, lost tails {len(lost)} {lost[:4]}",
             flush=True,
         )
 
