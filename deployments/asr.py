@@ -8,6 +8,7 @@ The model runs in a worker thread so the replica's event loop keeps accepting re
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from typing import Any
@@ -16,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
 from deployments import metrics
-from deployments.autoscaling import LoadWindow
+from deployments.autoscaling import BUSY, LoadWindow
 from deployments.config import EngineConfig
 from deployments.fairness import RealTimeFirst
 from deployments.transcript import DecodeRequest, Hypothesis
@@ -73,10 +74,12 @@ class ASRModel:
             results: list[Hypothesis] = await asyncio.to_thread(self.engine.transcribe, requests)
         finally:
             self.load.batch_done(time.perf_counter())
-        metrics.batch_done(len(requests), time.perf_counter() - started)
+        took = time.perf_counter() - started
+        metrics.batch_done(len(requests), took)
         self.batches = [*self.batches[-99:], len(requests)]
-        log.debug("decoded batch of %d in %.3f s", len(requests), time.perf_counter() - started)
-        return results
+        busy = self.load.stats(time.perf_counter())[BUSY]
+        log.debug("decoded batch of %d in %.3f s, busy %.2f", len(requests), took, busy)
+        return [dataclasses.replace(h, engine_busy=busy) for h in results]
 
     async def record_autoscaling_stats(self) -> dict[str, float]:
         """Serve calls this every ``look_back_period_s / 5`` for the custom autoscaling policy."""

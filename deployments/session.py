@@ -516,7 +516,7 @@ class StreamSession:
         took = time.perf_counter() - started
         self.stats.decodes += 1
         self.stats.decode_seconds += took
-        self.policy.decoded_in(took)
+        self.policy.decoded_in(took, hyp.engine_busy)
         return hyp
 
     async def _emit(self, update: Update, audio_end: float) -> None:

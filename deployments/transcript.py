@@ -39,6 +39,9 @@ class Hypothesis:
     no_speech_prob: float = 0.0
     avg_logprob: float = 0.0
     looped: bool = False  # a repetition loop was detected and cut
+    # the answering ASR replica's busy fraction over its last few seconds (None: not known):
+    # what the load-adaptive cadence reads (PolicyConfig.fast_max_busy)
+    engine_busy: float | None = None
 
     @property
     def text(self) -> str:

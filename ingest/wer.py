@@ -54,10 +54,25 @@ _DIGIT_WORDS = {
 }
 
 
+def _halves(words: list[str]) -> list[str]:
+    """``words`` with "N and a half" as "N.5": the normaliser turns "fourteen and a half"
+    into "14.5" but leaves "14 and a half" (the model writes either)."""
+    out: list[str] = []
+    for w in words:
+        out.append(w)
+        if len(out) >= 4 and out[-3:] == ["and", "a", "half"]:
+            number = _DIGIT_WORDS.get(out[-4], out[-4])
+            if number.isdigit():
+                out[-4:] = [number + ".5"]
+    return out
+
+
 def keeps_last_word(reference: list[str], hypothesis: list[str]) -> bool:
     """The hypothesis ends with the reference's last word (normalised words): among its own
     last three, spaces ignored ("18 13" and "1813" are the same spoken year), a lone digit
-    word as its digit ("one 803" and "1803" are the same spoken digits)."""
+    word as its digit ("one 803" and "1803" are the same spoken digits), "N and a half" as
+    "N.5" (see :func:`_halves`)."""
+    reference, hypothesis = _halves(reference), _halves(hypothesis)
     if not reference:
         return True
     tail = hypothesis[-3:]

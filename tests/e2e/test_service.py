@@ -92,6 +92,18 @@ def test_concurrent_streams_get_their_own_accurate_transcripts(server_url: str, 
     assert max(stats["batches"]) > 1, stats
 
 
+def test_a_decode_says_how_busy_its_replica_is(server_url: str) -> None:
+    """The load-adaptive cadence reads the answering replica's busy fraction off each
+    hypothesis (``PolicyConfig.fast_max_busy``): the real ASR deployment fills it in."""
+    from ray import serve
+
+    from deployments.transcript import DecodeRequest
+
+    handle = serve.get_deployment_handle("ASRModel", app_name="rayscribe")
+    hyp = handle.transcribe.remote(DecodeRequest(read_wav(SAMPLE_WAV).samples[: 3 * 16000])).result()
+    assert hyp.words and hyp.engine_busy is not None and 0.0 < hyp.engine_busy <= 1.0
+
+
 def test_long_recording_streams_past_the_buffer_limit(server_url: str, evalset: Path) -> None:
     row = json.loads((evalset / "manifest_longform.jsonl").read_text().splitlines()[-1])
     path = evalset / row["audio"]  # 101 s of read speech: the 15 s buffer is cut many times

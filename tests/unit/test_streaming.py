@@ -148,6 +148,20 @@ def test_cadence_is_fast_while_decodes_come_back_within_the_fast_step() -> None:
     assert plain.step_s == 1.0  # no fast step configured: always the full one
 
 
+def test_cadence_stays_at_the_full_step_while_the_engine_is_nearly_saturated() -> None:
+    """Quick decodes from a replica that is busy most of the time: doubling this stream's
+    decodes would queue every stream's (8 streams on 2 cores: commit p95 5.1 -> 6.1 s)."""
+    la = LocalAgreement(PolicyConfig(step_s=1.0, fast_step_s=0.5, fast_max_busy=0.8))
+    for _ in range(4):
+        la.decoded_in(0.3, busy=0.95)
+    assert la.step_s == 1.0
+    for _ in range(6):  # the load went away
+        la.decoded_in(0.3, busy=0.4)
+    assert la.step_s == 0.5
+    la.decoded_in(0.3, busy=None)  # a replica that does not say: the decode time decides
+    assert la.step_s == 0.5
+
+
 def test_falling_behind_never_overflows_the_model_window() -> None:
     """Decodes that come back every 6 s with hypotheses that never agree still commit (all
     but the last 5 s) and keep the buffer under the 30 s the model can see."""
@@ -315,7 +329,8 @@ def test_agreement_margin_keeps_words_at_the_earlier_window_edge_pending() -> No
     spoken = "w0 w1 w2 w3"  # 0.5 s words: 0-2 s
     # w2 ends 1.5 s, 0.5 s before the first decode's edge (2 s); w3 at the edge
     for margin, expect, then in ((0.0, 4, [" w4"]), (0.6, 2, [" w2"])):
-        la = LocalAgreement(PolicyConfig(step_s=0.5, agree_margin_s=margin))
+        la = LocalAgreement(PolicyConfig(step_s=1.0, fast_step_s=0.5, agree_margin_s=margin))
+        la.decoded_in(0.1)  # an idle engine: the fast cadence
         la.add_audio(np.zeros(2 * SR, dtype=np.float32))
         la.request()
         la.apply(hyp(spoken))
@@ -327,6 +342,19 @@ def test_agreement_margin_keeps_words_at_the_earlier_window_edge_pending() -> No
         la.add_audio(np.zeros(SR // 2, dtype=np.float32))
         la.request()
         assert [w.text for w in la.apply(hyp(spoken + " w4 w5")).committed] == then
+
+
+def test_agreement_margin_is_off_for_decodes_a_full_step_apart() -> None:
+    """At the full step the second decode heard a second past the first one's edge: the words
+    the two agree on commit, the margin would only hold half of them back for another step."""
+    la = LocalAgreement(PolicyConfig(step_s=1.0, fast_step_s=0.5, agree_margin_s=0.5))
+    la.add_audio(np.zeros(2 * SR, dtype=np.float32))
+    la.request()
+    la.apply(hyp("w0 w1 w2 w3"))  # 0.5 s words: 0-2 s, w3 at the window's edge
+    la.add_audio(np.zeros(SR, dtype=np.float32))
+    la.request()
+    update = la.apply(hyp("w0 w1 w2 w3 w4 w5"))
+    assert [w.text for w in update.committed] == [" w0", " w1", " w2", " w3"]
 
 
 def test_words_piled_up_at_one_instant_are_not_agreed_on() -> None:

@@ -71,3 +71,8 @@ def test_a_last_word_is_kept_whatever_the_digits_formatting() -> None:
     assert keeps_last_word(normalize(" in the year 1813"), normalize(" in the year 18 13"))
     assert not keeps_last_word(offline, normalize(" 1,0001. 9,02,10."))  # lost: 01803
     assert not keeps_last_word(normalize(" feel'st it cold"), normalize(" warm and thou"))
+    # the same number in the model's two forms (LJ002-0041); "half" missing is a loss
+    ljspeech = normalize(" twenty three feet by 14 and a half")
+    assert keeps_last_word(ljspeech, normalize(" 23 feet by 14.5"))
+    assert keeps_last_word(normalize(" 23 feet by 14.5"), ljspeech)
+    assert not keeps_last_word(ljspeech, normalize(" 23 feet by 14"))
