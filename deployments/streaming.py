@@ -175,9 +175,9 @@ class LocalAgreement:
     def decoded_in(self, seconds: float, busy: float | None = None) -> None:
         """A decode of this stream took ``seconds`` (request to answer, queueing included);
         ``busy``: the busy fraction of the replica that answered, when it said."""
-        self.decode_s = seconds if self.decode_s is None else 0.7 * self.decode_s + 0.3 * seconds
+        self.decode_s = _smoothed(self.decode_s, seconds)
         if busy is not None:
-            self.engine_busy = busy if self.engine_busy is None else 0.7 * self.engine_busy + 0.3 * busy
+            self.engine_busy = _smoothed(self.engine_busy, busy)
 
     @property
     def step_s(self) -> float:
@@ -471,6 +471,12 @@ def _heard(words: list[Word]) -> list[Word]:
         if words[i + _PILE_WORDS - 1].end - words[i].start < _PILE_S:
             return words[:i]
     return words
+
+
+def _smoothed(average: float | None, value: float) -> float:
+    """A moving average of recent decodes' figures: a few slow ones change the cadence, one
+    does not."""
+    return value if average is None else 0.7 * average + 0.3 * value
 
 
 def _same_word(old: Word, new: Word) -> bool:
