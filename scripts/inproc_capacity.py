@@ -7,7 +7,8 @@ deployment's ``@serve.batch`` does (one batch at a time, ``--max-batch``, ``--ba
 
 The sessions run in ``--workers`` processes (stream i in worker i % K), so the load generator
 is not one GIL; the engine runs in its own process (as the ASR replica does) together with the
-batcher, which batches across all workers' streams.  ``--repeat`` runs each level several
+batcher, which batches across all workers' streams; ``--engines E`` runs E of them on the same
+device (replicas sharing a GPU), worker w decoding on engine w % E.  ``--repeat`` runs each level several
 times (the table shows medians and [min-max]).  What it leaves out is the network path (proxy,
 WebSocket, Ray handle); it is how the GPU figure is measured where Ray cannot be installed, and
 on CPU it shows what Serve adds.  Latency definitions are the load tester's
@@ -261,23 +262,29 @@ def _stop(procs: list[SpawnProcess], grace_s: float) -> None:
 
 class EngineProcess:
     """The engine and the batcher in their own process, as the ASR replica is: the streams'
-    event loops and the decode loop do not share a GIL."""
+    event loops and the decode loop do not share a GIL.  Several of them on one GPU are
+    several replicas sharing it (``num_gpus: 0.5``): each batch's host work on its own core."""
 
-    def __init__(self, config: EngineConfig, max_batch: int, wait_s: float, workers: int) -> None:
+    def __init__(
+        self, config: EngineConfig, max_batch: int, wait_s: float, workers: int, name: str = "engine"
+    ) -> None:
         self.requests: Queue[RequestItem] = CTX.Queue()
         self.responses: list[Queue[ResponseItem]] = [CTX.Queue() for _ in range(workers)]
         self.control: Queue[str | EngineStats] = CTX.Queue()
         self.process = CTX.Process(
             target=_engine_main,
             args=(config, max_batch, wait_s, self.requests, self.responses, self.control),
-            name="engine",
+            name=name,
             daemon=True,
         )
         self.process.start()
-        ready = _get(self.control, [self.process], 1800, "the engine to load")
+
+    def wait_ready(self) -> None:
+        """Returns once the engine has loaded (they load in parallel: started first, then waited on)."""
+        ready = _get(self.control, [self.process], 1800, f"{self.process.name} to load")
         if ready != "ready":
             self.close()
-            raise RuntimeError(f"the engine failed to load:\n{ready}")
+            raise RuntimeError(f"{self.process.name} failed to load:\n{ready}")
 
     def stats(self) -> EngineStats:
         self.requests.put((-1, (0, 0), None))
@@ -462,7 +469,7 @@ def served_policy(args: argparse.Namespace) -> PolicyConfig:
 def run_level(
     n: int,
     clips: list[tuple[list[bytes], float, str]],
-    engine: EngineProcess,
+    engines: list[EngineProcess],
     args: argparse.Namespace,
     tag: int,
 ) -> Row:
@@ -475,24 +482,29 @@ def run_level(
         plan.streams.append((i, c, random.uniform(0, 1.0)))
     results: Queue[tuple[str, int, Any]] = CTX.Queue()
     go = CTX.Event()
+    # worker w's streams decode on engine w % E (Serve's router spreads requests, not streams,
+    # over replicas; with as many workers as engines or more, each engine gets its share)
+    serving = [engines[p.worker % len(engines)] for p in plans]
     procs = [
         CTX.Process(
             target=_worker_main,
-            args=(p, engine.requests, engine.responses[p.worker], results, go),
+            args=(p, e.requests, e.responses[p.worker], results, go),
             name=f"worker {p.worker}",
             daemon=True,
         )
-        for p in plans
+        for p, e in zip(plans, serving, strict=True)
     ]
+    alive = [e.process for e in engines]
     clean = False
     try:
         for p in procs:
             p.start()
         for _ in procs:
-            kind, worker, payload = _get(results, [engine.process, *procs], 300, "workers to be ready")
+            kind, worker, payload = _get(results, [*alive, *procs], 300, "workers to be ready")
             if kind != "ready":
                 raise RuntimeError(f"worker {worker} failed:\n{payload}")
-        engine.stats()  # resets the engine's counters
+        for e in engines:
+            e.stats()  # resets the engine's counters
         gpu = GpuSampler()
         wall0 = time.monotonic()
         go.set()
@@ -500,12 +512,12 @@ def run_level(
         longest = max(s for _, s, _ in clips) + 1.0 + CLOSE_TIMEOUT_S + 60
         while len(reports) < k:
             waiting = [p for w, p in enumerate(procs) if w not in {r.worker for r in reports}]
-            kind, worker, payload = _get(results, [engine.process, *waiting], longest, "worker results")
+            kind, worker, payload = _get(results, [*alive, *waiting], longest, "worker results")
             if kind != "done":
                 raise RuntimeError(f"worker {worker} failed:\n{payload}")
             reports.append(payload)
         wall = time.monotonic() - wall0
-        stats = engine.stats()
+        each = [e.stats() for e in engines]
         gpu_util = gpu.stop()
         clean = True
     finally:  # after a failure, workers still waiting for go or streaming are terminated
@@ -517,10 +529,11 @@ def run_level(
     commit = [x for r in ordered for x in r.commit_lags()]
     ok = [r for r in ordered if r.error is None and r.summary is not None]
     sustained = sum(1 for r in ok if r.finished_at - r.sent[-1][1] <= 5.0)
-    sizes = [float(b) for b in stats.sizes]
+    sizes = [float(b) for e in each for b in e.sizes]
     return {
         "streams": n,
         "workers": k,
+        "engines": len(engines),
         "sustained": sustained,
         "errors": n - len(ok),
         "partial_p50_s": percentile(partial, 50),
@@ -530,10 +543,11 @@ def run_level(
         "wer": wer([clips[i % len(clips)][2] for i in range(n)], [r.text for r in ordered]),
         "batch_mean": float(np.mean(sizes)) if sizes else 0.0,
         "batch_p95": percentile(sizes, 95),
-        "engine_busy": stats.busy_s / wall,  # time inside transcribe, in the engine process
+        # time inside transcribe, in the engine processes (their mean)
+        "engine_busy": sum(e.busy_s for e in each) / len(each) / wall,
         "gpu_util_mean": gpu_util,
         "harness_cpu": sum(r.cpu_s for r in reports) / wall,  # cores the load generator used
-        "engine_cpu": stats.cpu_s / wall,  # cores the engine process used
+        "engine_cpu": sum(e.cpu_s for e in each) / wall,  # cores the engine processes used
         "wall_s": wall,
     }
 
@@ -580,11 +594,16 @@ def main() -> None:
         "--stop-above", type=float, default=None, help="stop once a level's median commit p95 passes this"
     )
     parser.add_argument("--workers", type=int, default=1, help="processes the sessions are spread over")
+    parser.add_argument(
+        "--engines", type=int, default=1, help="engine processes (replicas) sharing the device"
+    )
     parser.add_argument("--repeat", type=int, default=1, help="runs per level (the table shows medians)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    if args.workers < 1 or args.repeat < 1:
-        parser.error("--workers and --repeat must be at least 1")
+    if args.workers < 1 or args.repeat < 1 or args.engines < 1:
+        parser.error("--workers, --repeat and --engines must be at least 1")
+    if args.workers < args.engines:
+        parser.error("--workers must be at least --engines (each worker decodes on one engine)")
     # `timeout` and the like send SIGTERM: exit through the finally blocks, which stop the children
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
@@ -599,21 +618,27 @@ def main() -> None:
         )
     )
     clips = load_clips(args.manifest, args.limit)
-    engine = EngineProcess(config, args.max_batch, args.batch_wait, args.workers)
+    engines = [
+        EngineProcess(config, args.max_batch, args.batch_wait, args.workers, f"engine {i}")
+        for i in range(args.engines)
+    ]
     levels: list[list[Row]] = []
     try:
+        for e in engines:
+            e.wait_ready()
         tags = itertools.count()
         for n in args.streams:
             runs = []
             for run in range(args.repeat):
-                row = {"run": run, **run_level(n, clips, engine, args, next(tags))}
+                row = {"run": run, **run_level(n, clips, engines, args, next(tags))}
                 runs.append(row)
                 print(json.dumps(row), flush=True)
             levels.append(runs)
             if args.stop_above is not None and median_row(runs)["commit_p95_s"] > args.stop_above:
                 break
     finally:
-        engine.close()
+        for e in engines:
+            e.close()
     device = pick_device(args.device)
     machine = f"{platform.machine()} {os.cpu_count()} cpus, engine on {device}"
     if device.type == "cuda":
@@ -621,7 +646,8 @@ def main() -> None:
 
         machine += f" ({torch.cuda.get_device_name(0)})"
     print(
-        f"\n{machine}; max_batch {args.max_batch}, {args.workers} session workers, "
+        f"\n{machine}; {args.engines} engine process(es), max_batch {args.max_batch}, "
+        f"{args.workers} session workers, "
         f"{args.repeat} run(s) per level{' (medians, p95 [min-max])' if args.repeat > 1 else ''}, "
         f"policy {served_policy(args).model_dump_json()}"
     )
