@@ -47,6 +47,17 @@ def fit_replicas(asr: dict[str, Any], cpus: int) -> dict[str, Any]:
     return merge(asr, {"autoscaling_config": capped})
 
 
+def gpu_replicas(gpus: float) -> dict[str, Any]:
+    """The ASR replicas that ``gpus`` GPUs hold at the gpu layer's share per replica (two per
+    GPU: README, GPU sixth pass), all started at once; the local layer's replica per core is
+    for CPU replicas.  Less than one replica's share: one replica on what there is."""
+    asr = load_layer("gpu")["applications"]["rayscribe"]["deployments"]["ASRModel"]
+    share = float(asr["ray_actor_options"]["num_gpus"])
+    n = max(1, int(gpus / share + 1e-9))
+    fixed = {"min_replicas": n, "initial_replicas": n, "max_replicas": n}
+    return {"ray_actor_options": {"num_gpus": min(share, gpus)}, "autoscaling_config": fixed}
+
+
 def start_local(
     config_path: Path = DEFAULT_CONFIG,
     port: int | None = None,
@@ -91,7 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=None)
     parser.add_argument("--fast", action="store_true", help="demo: stream faster than real time")
     parser.add_argument("--metrics-port", type=int, default=None, help="Prometheus port (default: free)")
-    parser.add_argument("--gpus", type=float, default=0.0, help="GPUs per ASR replica (gpu layer)")
+    parser.add_argument(
+        "--gpus", type=float, default=0.0, help="GPUs to run ASR on (the gpu layer: its replicas per GPU)"
+    )
     parser.add_argument(
         "--layer", action="append", default=[], help="override layer: a name in cluster/layers/ or a file"
     )
@@ -99,11 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     print("starting local Ray + Serve (first start takes ~30 s)...", flush=True)
     layers: list[Layer] = list(args.layer)
-    if args.gpus:  # the gpu layer, with the GPU share asked for
-        # the local layer's replica per core is for CPU replicas: start one on the GPU
-        one = {"min_replicas": 1, "initial_replicas": 1}
-        share = {"ASRModel": {"ray_actor_options": {"num_gpus": args.gpus}, "autoscaling_config": one}}
-        layers += ["gpu", deployment_layer("rayscribe", share)]
+    if args.gpus:  # the gpu layer, with as many replicas as its GPU share fits on these GPUs
+        layers += ["gpu", deployment_layer("rayscribe", {"ASRModel": gpu_replicas(args.gpus)})]
     with contextlib.ExitStack() as stack:
         redis_url = os.environ.get(REDIS_URL_ENV)
         if not redis_url:  # the embedded default runs its own Redis, stopped on exit

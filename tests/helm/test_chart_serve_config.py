@@ -88,8 +88,11 @@ def test_serve_config_passes_serve_and_app_schemas(rendered: dict[str, list[Obj]
 
 def test_gpu_values_put_the_asr_replicas_on_gpus(rendered: dict[str, list[Obj]]) -> None:
     asr = deployment(serve_config(rendered["gpu"]), "ASRModel")
-    assert asr["ray_actor_options"]["num_gpus"] == 1
+    assert asr["ray_actor_options"]["num_gpus"] == 0.5
     assert asr["ray_actor_options"]["resources"] == {"asr": 1}
+    # each GPU pod's asr slots hold replicas whose shares fill its GPUs, no more
+    workers = variant_values("gpu")["asrWorkers"]
+    assert workers["asrSlots"] * 0.5 == workers["gpusPerPod"]
 
 
 def test_gpu_workers_get_the_gpu_layer_not_the_cpu_batches(rendered: dict[str, list[Obj]]) -> None:

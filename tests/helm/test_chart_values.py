@@ -10,7 +10,17 @@ from typing import Any, cast
 import pytest
 import redis
 
-from tests.helm.chart import CHART, Obj, helm, only, pod_templates, render, worker_group
+from tests.helm.chart import (
+    CHART,
+    Obj,
+    deployment,
+    helm,
+    only,
+    pod_templates,
+    render,
+    serve_config,
+    worker_group,
+)
 
 REDIS_URL_VAR = "$(RAYSCRIBE_REDIS_PASSWORD)"
 GPU_REPLICA = {"ray_actor_options": {"num_gpus": 1}}
@@ -105,6 +115,20 @@ def test_gpu_workers_and_gpu_replicas_must_agree(chart: Any, values: Obj) -> Non
     assert helm is not None
     with pytest.raises(helm.HelmRenderError, match="gpusPerPod"):
         render(chart, values)
+
+
+@pytest.mark.parametrize(("slots", "fits"), [(2, True), (3, False)])
+def test_gpu_pods_hold_the_replicas_their_slots_admit(chart: Any, slots: int, fits: bool) -> None:
+    """Each asr slot admits a replica of half a GPU (cluster/layers/gpu.yaml): three slots on a
+    one-GPU pod would leave a replica pending that Serve counts on."""
+    assert helm is not None
+    values = {"asrWorkers": {"gpusPerPod": 1, "asrSlots": slots}}
+    if fits:
+        asr = deployment(serve_config(render(chart, values)), "ASRModel")
+        assert asr["ray_actor_options"]["num_gpus"] == 0.5
+    else:
+        with pytest.raises(helm.HelmRenderError, match=r"asrSlots \(3\) x ASRModel num_gpus \(0.5\)"):
+            render(chart, values)
 
 
 def ray_env(objects: list[Obj]) -> dict[str, list[Obj]]:

@@ -85,7 +85,7 @@ def test_render_applies_layers_in_order() -> None:
     assert cfg["proxy_location"] == "HeadOnly"
     (app,) = cfg["applications"]
     asr = next(d for d in app["deployments"] if d["name"] == "ASRModel")
-    assert asr["ray_actor_options"]["num_gpus"] == 1 and asr["ray_actor_options"]["resources"] == {"asr": 1}
+    assert asr["ray_actor_options"]["num_gpus"] == 0.5 and asr["ray_actor_options"]["resources"] == {"asr": 1}
     assert yaml.safe_load(cli.render())["proxy_location"] == "EveryNode"
 
 

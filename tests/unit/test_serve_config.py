@@ -109,8 +109,23 @@ def test_gpu_layer_puts_asr_on_gpus_and_keeps_placement() -> None:
     asr = (
         load_serve_config(ROOT / "ray_config.yaml", [load_layer("gpu")]).applications[0].options()["ASRModel"]
     )
-    assert asr["ray_actor_options"] == {"num_cpus": 1, "num_gpus": 1, "resources": {"asr": 1}}
-    assert asr["max_surge_percent"] == 100
+    # two replicas per GPU (README, GPU sixth pass), both from the start: a rollout replaces
+    # one while the other serves, so no surge (it would wait for a free GPU for the new pair)
+    assert asr["ray_actor_options"] == {"num_cpus": 1, "num_gpus": 0.5, "resources": {"asr": 1}}
+    auto = asr["autoscaling_config"]
+    assert auto["min_replicas"] == auto["initial_replicas"] == 2 <= auto["max_replicas"]
+    assert "max_surge_percent" not in asr
+
+
+@pytest.mark.parametrize(
+    ("gpus", "replicas", "share"), [(1.0, 2, 0.5), (2.0, 4, 0.5), (0.5, 1, 0.5), (0.25, 1, 0.25)]
+)
+def test_local_gpus_start_the_layers_replicas_per_gpu(gpus: float, replicas: int, share: float) -> None:
+    from deployments.local import gpu_replicas
+
+    asr = gpu_replicas(gpus)
+    assert asr["ray_actor_options"] == {"num_gpus": share}
+    assert set(asr["autoscaling_config"].values()) == {replicas}
 
 
 @pytest.mark.parametrize("layer", [None, "gpu", "local"])

@@ -303,10 +303,14 @@ values: the layer `rayscribe-cluster deploy --layer gpu` applies, not a copy of 
 {{- define "rayscribe.checkGpu" -}}
 {{- $cfg := include "rayscribe.serveConfig" . | fromYaml -}}
 {{- $wantGpu := false -}}
+{{- $asrShare := 0.0 -}}
 {{- range $app := $cfg.applications -}}
 {{- range $d := $app.deployments -}}
 {{- if gt (float64 (dig "ray_actor_options" "num_gpus" 0 $d)) 0.0 -}}
 {{- $wantGpu = true -}}
+{{- end -}}
+{{- if eq $d.name "ASRModel" -}}
+{{- $asrShare = float64 (dig "ray_actor_options" "num_gpus" 0 $d) -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}
@@ -315,6 +319,12 @@ values: the layer `rayscribe-cluster deploy --layer gpu` applies, not a copy of 
 {{- fail "a deployment asks for num_gpus but asrWorkers.gpusPerPod is 0 (examples/values-gpu.yaml)" -}}
 {{- end -}}
 {{- if and $hasGpu (not $wantGpu) -}}
-{{- fail "asrWorkers.gpusPerPod > 0 but no deployment asks for num_gpus (cluster/layers/gpu.yaml sets ASRModel.ray_actor_options.num_gpus 1; the serve values set it back to 0)" -}}
+{{- fail "asrWorkers.gpusPerPod > 0 but no deployment asks for num_gpus (cluster/layers/gpu.yaml sets ASRModel.ray_actor_options.num_gpus 0.5; the serve values set it back to 0)" -}}
+{{- end -}}
+{{- /* each asr slot admits a replica: the slots' GPU shares must fit the pod's GPUs, or the
+replicas past them stay pending while Serve counts on them */ -}}
+{{- $slotsGpu := mulf $asrShare (float64 .Values.asrWorkers.asrSlots) -}}
+{{- if and $hasGpu (gt $slotsGpu (addf (float64 .Values.asrWorkers.gpusPerPod) 0.001)) -}}
+{{- fail (printf "asrWorkers.asrSlots (%d) x ASRModel num_gpus (%g) needs %g GPUs per pod, gpusPerPod is %d" (int .Values.asrWorkers.asrSlots) $asrShare $slotsGpu (int .Values.asrWorkers.gpusPerPod)) -}}
 {{- end -}}
 {{- end }}
