@@ -49,7 +49,7 @@ def fit_replicas(asr: dict[str, Any], cpus: int) -> dict[str, Any]:
 
 def gpu_replicas(gpus: float) -> dict[str, Any]:
     """The ASR replicas that ``gpus`` GPUs hold at the gpu layer's share per replica (two per
-    GPU: README, GPU sixth pass), all started at once; the local layer's replica per core is
+    GPU: README, GPU fifth pass), all started at once; the local layer's replica per core is
     for CPU replicas.  Less than one replica's share: one replica on what there is."""
     asr = load_layer("gpu")["applications"]["rayscribe"]["deployments"]["ASRModel"]
     share = float(asr["ray_actor_options"]["num_gpus"])

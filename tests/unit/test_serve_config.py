@@ -109,7 +109,7 @@ def test_gpu_layer_puts_asr_on_gpus_and_keeps_placement() -> None:
     asr = (
         load_serve_config(ROOT / "ray_config.yaml", [load_layer("gpu")]).applications[0].options()["ASRModel"]
     )
-    # two replicas per GPU (README, GPU sixth pass), both from the start: a rollout replaces
+    # two replicas per GPU (README, GPU fifth pass), both from the start: a rollout replaces
     # one while the other serves, so no surge (it would wait for a free GPU for the new pair)
     assert asr["ray_actor_options"] == {"num_cpus": 1, "num_gpus": 0.5, "resources": {"asr": 1}}
     auto = asr["autoscaling_config"]
