@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Generator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -266,7 +266,17 @@ class LocalAgreement:
     # --- hypotheses ---------------------------------------------------------------------
 
     def _fresh(self, hyp: Hypothesis) -> list[Word]:
-        """Hypothesis words past the committed point, minus a repeat of the committed tail."""
+        """Hypothesis words past the committed point.  After a forced prefix that the decoder
+        counted (``Hypothesis.forced_words``), the words it decoded: their times can drift
+        before the committed point ("should" aligned 1 s early was taken for committed audio
+        and lost), and a word said again right after the committed ones is speech ("words,
+        words, words, words" lost two).  Else by time, minus a repeat of the committed tail."""
+        if self._forced and hyp.forced_words:
+            after = self.committed_end
+            return [
+                w if w.start >= after else replace(w, start=after, end=max(w.end, after))
+                for w in hyp.words[hyp.forced_words :]
+            ]
         limit = self.committed_end - self.config.overlap_tolerance_s
         words = [w for w in hyp.words if w.start >= limit]
         tail = [norm(w.text) for w in self.committed[-5:]]

@@ -39,6 +39,9 @@ class Hypothesis:
     no_speech_prob: float = 0.0
     avg_logprob: float = 0.0
     looped: bool = False  # a repetition loop was detected and cut
+    # how many leading words are the request's forced prefix (fed to the decoder, not decoded):
+    # the words after them are the new ones, whatever times the alignment gave either
+    forced_words: int = 0
     # the answering ASR replica's busy fraction over its last few seconds (None: not known):
     # what the load-adaptive cadence reads (PolicyConfig.fast_max_busy)
     engine_busy: float | None = None

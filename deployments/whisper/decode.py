@@ -221,8 +221,11 @@ class GreedyDecoder:
             texts: list[str] = []
             bounds: list[tuple[float, float]] = []
             probs: list[float] = []
-            index = 0
+            index = forced_words = 0
             for text, toks in self.tok.split_words(tokens):
+                # a word that starts in the forced text is that text's (generated punctuation
+                # joins it: "words" fed, "," decoded)
+                forced_words += index < rows[i].n_forced
                 end_index = index + len(toks)
                 word = rows[i].logprobs[index:end_index]  # (a plain mean: np.mean costs 5 us a call)
                 probs.append(math.exp(sum(word) / len(word)))
@@ -231,7 +234,7 @@ class GreedyDecoder:
                 index = end_index
             spans = clamp_stretched_ends(texts, bounds)
             words = [Word(t, s, e, p) for t, (s, e), p in zip(texts, spans, probs, strict=True)]
-            out[i] = Hypothesis(words, out[i].no_speech_prob, out[i].avg_logprob, out[i].looped)
+            out[i] = Hypothesis(words, out[i].no_speech_prob, out[i].avg_logprob, out[i].looped, forced_words)
         return out
 
     def _loop_cut(self, tokens: list[int]) -> int | None:

@@ -141,3 +141,7 @@ def test_forced_prefix_is_kept_and_the_rest_decoded(engine) -> None:  # type: ig
     assert normalize(hyp.text) == normalize(free.text)
     starts = [w.start for w in hyp.words]
     assert starts == sorted(starts) and hyp.words[-1].end > 10.0
+    # the hypothesis says which words were fed: the policy takes the rest as new
+    assert hyp.forced_words == len(forced.split()) and free.forced_words == 0
+    assert "".join(w.text for w in hyp.words[: hyp.forced_words]) == forced
+    assert hyp.words[hyp.forced_words].text.strip().startswith("what")

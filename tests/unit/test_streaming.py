@@ -98,6 +98,36 @@ def test_committed_words_inside_the_buffer_are_forced_not_prompted() -> None:
     assert plain.request().forced == ""
 
 
+def test_words_after_a_counted_forced_prefix_are_new_whatever_their_times() -> None:
+    """The spontaneous recording: "more words, words, words, words" committed "words," and
+    then took the next "words," for a re-decoded copy of it (two lost); "should", aligned a
+    second before the committed "I", was taken for committed audio (lost).  A decoder that
+    counts its forced words (``Hypothesis.forced_words``) says which words are new."""
+    la = LocalAgreement()
+    la.add_audio(np.zeros(4 * SR, dtype=np.float32))
+    la.apply(hyp("some more words"))
+    la.apply(hyp("some more words words"))  # commits "some more words" (1.5 s)
+    assert la.request().forced == " some more words"
+    fed = words("some more words")
+    # the new words: a repeat of the last committed one, and one aligned before the commit point
+    new = [Word(" words", 1.5, 1.9), Word(" and", 1.2, 2.2), Word(" I", 2.2, 2.4)]
+    upd = la.apply(Hypothesis(fed + new, forced_words=3))
+    assert [w.text for w in upd.committed] == [" words"]  # the earlier decode heard it too
+    assert [w.text for w in upd.partial] == [" and", " I"]
+    assert upd.partial[0].start == 1.5 and upd.partial[0].end == 2.2  # not before the commit
+    again = la.apply(
+        Hypothesis(words("some more words words") + new[1:] + words("should", 2.4), forced_words=4)
+    )
+    assert [w.text for w in again.committed] == [" and", " I"]
+    # without the count (a decoder that does not say), times and the committed tail decide
+    old = LocalAgreement()
+    old.add_audio(np.zeros(4 * SR, dtype=np.float32))
+    old.apply(hyp("some more words"))
+    old.apply(hyp("some more words words"))
+    old.request()
+    assert [w.text for w in old.apply(Hypothesis(fed + new)).partial] == [" I"]
+
+
 def test_silence_buffer_is_bounded() -> None:
     la = LocalAgreement(PolicyConfig(max_buffer_s=5.0, step_s=0.5))
     for _ in range(20):
