@@ -50,6 +50,11 @@ class PolicyConfig(BaseModel):
     # this long before the earlier decode's window end: a word cut at the window's edge can be
     # misheard the same way twice by decodes 0.5 s apart; 0: any agreed word commits
     agree_margin_s: float = Field(0.0, ge=0.0, le=5.0)
+    # until the stream's first words commit, two decodes agree only if the earlier one heard
+    # at least this much audio: from 1-2 s of audio with no text before it Whisper often gets
+    # the first words wrong, the same way twice ("had he married" -> "how do you marry" at
+    # 1.5 and 2 s, right from 3 s on); 0: from the first decode
+    first_agree_s: float = Field(0.0, ge=0.0, le=10.0)
     prompt_chars: int = Field(200, ge=0, le=800)  # committed text fed back as the prompt
     # audio waiting beyond this (a resume resending a long backlog, a stream far behind) is
     # refused with 1013 rather than held in memory; below it a backlog is decoded 30 s at a time
@@ -295,6 +300,8 @@ class LocalAgreement:
         close = self.window_end - self._pending_end < self.config.step_s - 1e-6
         margin = self.config.agree_margin_s if close else 0.0
         edge = self._pending_end - margin if margin > 0 else float("inf")
+        if not self.committed and self._pending_end - self.buffer_offset < self.config.first_agree_s - 1e-6:
+            edge = -1.0  # no text context yet and too little audio: no word agrees
         for old, new in zip(self.pending, words, strict=False):
             if not _same_word(old, new) or old.end > edge + 1e-6:
                 break

@@ -128,6 +128,36 @@ def test_words_after_a_counted_forced_prefix_are_new_whatever_their_times() -> N
     assert [w.text for w in old.apply(Hypothesis(fed + new)).partial] == [" I"]
 
 
+def test_the_first_words_agree_only_after_enough_audio() -> None:
+    """A held-out clip: decodes of its first 1.5 and 2 s both began "How do you marry..." for
+    "Had he married..." (right from 3 s on) and agreed.  Until the stream's first commit, the
+    earlier decode must have heard ``first_agree_s``; after it, the committed text is context."""
+    la = LocalAgreement(PolicyConfig(step_s=0.5, first_agree_s=2.5))
+    half = np.zeros(SR // 2, dtype=np.float32)
+    for _ in range(3):
+        la.add_audio(half)
+    la.request()  # a 1.5 s window
+    la.apply(hyp("how do you"))
+    la.add_audio(half)
+    la.request()  # 2 s
+    assert la.apply(hyp("how do you marry")).committed == []  # the earlier heard 1.5 s only
+    la.add_audio(half)
+    la.request()  # 2.5 s
+    assert la.apply(hyp("had he married a")).committed == []  # 2 s only (and they disagree)
+    la.add_audio(half)
+    la.request()  # 3 s: the earlier decode heard 2.5 s
+    assert [w.text for w in la.apply(hyp("had he married a more")).committed] == [
+        " had",
+        " he",
+        " married",
+        " a",
+    ]
+    # with words committed the rule is off: the next two decodes agree at once
+    la.add_audio(half)
+    la.request()
+    assert [w.text for w in la.apply(hyp("had he married a more amiable")).committed] == [" more"]
+
+
 def test_silence_buffer_is_bounded() -> None:
     la = LocalAgreement(PolicyConfig(max_buffer_s=5.0, step_s=0.5))
     for _ in range(20):
