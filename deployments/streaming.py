@@ -50,7 +50,7 @@ class PolicyConfig(BaseModel):
     # this long before the earlier decode's window end: a word cut at the window's edge can be
     # misheard the same way twice by decodes 0.5 s apart; 0: any agreed word commits
     agree_margin_s: float = Field(0.0, ge=0.0, le=5.0)
-    # until the stream's first words commit, two decodes agree only if the earlier one heard
+    # until the stream's first words commit, two decodes agree only if the later one heard
     # at least this much audio: from 1-2 s of audio with no text before it Whisper often gets
     # the first words wrong, the same way twice ("had he married" -> "how do you marry" at
     # 1.5 and 2 s, right from 3 s on); 0: from the first decode
@@ -300,7 +300,7 @@ class LocalAgreement:
         close = self.window_end - self._pending_end < self.config.step_s - 1e-6
         margin = self.config.agree_margin_s if close else 0.0
         edge = self._pending_end - margin if margin > 0 else float("inf")
-        if not self.committed and self._pending_end - self.buffer_offset < self.config.first_agree_s - 1e-6:
+        if not self.committed and self.window_end - self.buffer_offset < self.config.first_agree_s - 1e-6:
             edge = -1.0  # no text context yet and too little audio: no word agrees
         for old, new in zip(self.pending, words, strict=False):
             if not _same_word(old, new) or old.end > edge + 1e-6:

@@ -131,8 +131,8 @@ def test_words_after_a_counted_forced_prefix_are_new_whatever_their_times() -> N
 def test_the_first_words_agree_only_after_enough_audio() -> None:
     """A held-out clip: decodes of its first 1.5 and 2 s both began "How do you marry..." for
     "Had he married..." (right from 3 s on) and agreed.  Until the stream's first commit, the
-    earlier decode must have heard ``first_agree_s``; after it, the committed text is context."""
-    la = LocalAgreement(PolicyConfig(step_s=0.5, first_agree_s=2.5))
+    later decode must have heard ``first_agree_s``; after it, the committed text is context."""
+    la = LocalAgreement(PolicyConfig(step_s=0.5, first_agree_s=3.0))
     half = np.zeros(SR // 2, dtype=np.float32)
     for _ in range(3):
         la.add_audio(half)
@@ -140,12 +140,12 @@ def test_the_first_words_agree_only_after_enough_audio() -> None:
     la.apply(hyp("how do you"))
     la.add_audio(half)
     la.request()  # 2 s
-    assert la.apply(hyp("how do you marry")).committed == []  # the earlier heard 1.5 s only
+    assert la.apply(hyp("how do you marry")).committed == []  # this one heard 2 s only
     la.add_audio(half)
     la.request()  # 2.5 s
-    assert la.apply(hyp("had he married a")).committed == []  # 2 s only (and they disagree)
+    assert la.apply(hyp("had he married a")).committed == []  # 2.5 s only (and they disagree)
     la.add_audio(half)
-    la.request()  # 3 s: the earlier decode heard 2.5 s
+    la.request()  # 3 s
     assert [w.text for w in la.apply(hyp("had he married a more")).committed] == [
         " had",
         " he",
