@@ -3,7 +3,8 @@
 #   scripts/gpu_replicas.sh MODEL_DIR MANIFEST OUT_DIR
 # For each "E:LEVELS" in PLAN (default "3:256,320,384 2:256 1:256"), the capacity ramp of
 # scripts/inproc_capacity.py with E engine processes sharing the one GPU (LEVELS: streams,
-# comma-separated; the ramp stops once commit p95 passes 2 s), each within RUN_TIMEOUT s.
+# comma-separated; the ramp stops once commit p95 passes 2 s), each within RUN_TIMEOUT s (a
+# level takes ~90 s: ~55 s of audio, the rest starting workers and, for the first, engines).
 # One engine process used one whole core while the GPU was ~20 % busy (README, GPU fourth pass):
 # this measures whether more of them, as replicas with `num_gpus` below 1, raise the streams.
 # Environment: PLAN, RUN_TIMEOUT (default 240), WORKERS (default 12: a multiple of each E, so
