@@ -42,6 +42,10 @@ class PolicyConfig(BaseModel):
     # for every stream (8 streams on 2 cores, no gate: commit p95 5.1 -> 6.1 s)
     fast_max_busy: float = Field(0.95, gt=0.0, le=1.0)
     max_buffer_s: float = Field(15.0, ge=2.0, le=25.0)  # cut the buffer past this
+    # a cut with no sentence end to take keeps this much committed speech in front of the next
+    # words (fed again as the forced prefix): a window that starts right at an uncommitted
+    # word mishears it ("never been | surpassed" -> "past"); 0: cut at the last committed word
+    cut_lead_s: float = Field(2.0, ge=0.0, le=10.0)
     hard_buffer_s: float = Field(27.0, ge=5.0, le=30.0)  # force-commit past this (model max 30)
     # commit words ending this long before the decoded window's end without waiting for a
     # second decode to agree (None: only agreement commits); see LocalAgreement.apply
@@ -451,7 +455,11 @@ class LocalAgreement:
             # prefer a sentence end, unless cutting there would leave the buffer still too long
             ends = [w.end for w in inside if w.text.rstrip().endswith((".", "?", "!"))]
             late_enough = [t for t in ends if self.audio_end - t <= self.config.max_buffer_s]
-            cut = late_enough[-1] if late_enough else inside[-1].end
+            if late_enough:
+                cut = late_enough[-1]
+            else:
+                lead = [w.end for w in inside if w.end <= self.committed_end - self.config.cut_lead_s]
+                cut = lead[-1] if lead else inside[-1].end
         elif not hyp.words:
             cut = self.window_end - self.config.step_s * 5  # silence: keep only the recent past
         else:

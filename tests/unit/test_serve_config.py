@@ -106,15 +106,22 @@ def test_local_layer_makes_it_one_loopback_machine() -> None:
 
 
 def test_gpu_layer_puts_asr_on_gpus_and_keeps_placement() -> None:
-    asr = (
-        load_serve_config(ROOT / "ray_config.yaml", [load_layer("gpu")]).applications[0].options()["ASRModel"]
-    )
+    app = load_serve_config(ROOT / "ray_config.yaml", [load_layer("gpu")]).applications[0]
+    asr = app.options()["ASRModel"]
     # two replicas per GPU (README, GPU fifth pass), both from the start: a rollout replaces
     # one while the other serves, so no surge (it would wait for a free GPU for the new pair)
     assert asr["ray_actor_options"] == {"num_cpus": 1, "num_gpus": 0.5, "resources": {"asr": 1}}
     auto = asr["autoscaling_config"]
     assert auto["min_replicas"] == auto["initial_replicas"] == 2 <= auto["max_replicas"]
     assert "max_surge_percent" not in asr
+    # the buffer the GPU capacity was measured with, over the CPU default; the rest of the
+    # policy stays the file's
+    base = load_serve_config(ROOT / "ray_config.yaml").applications[0].args["ingress"]["policy"]
+    policy = app.args["ingress"]["policy"]
+    assert (base["max_buffer_s"], policy["max_buffer_s"]) == (20.0, 15.0)
+    assert {k: v for k, v in policy.items() if k != "max_buffer_s"} == {
+        k: v for k, v in base.items() if k != "max_buffer_s"
+    }
 
 
 @pytest.mark.parametrize(

@@ -245,13 +245,20 @@ def test_falling_behind_never_overflows_the_model_window() -> None:
     assert ends == sorted(ends) and len(set(ends)) == len(ends)  # in order, nothing twice
 
 
-def test_buffer_cut_falls_back_to_the_last_commit_when_the_sentence_end_is_too_early() -> None:
-    la = LocalAgreement(PolicyConfig(max_buffer_s=4.0))
-    la.add_audio(np.zeros(8 * SR, dtype=np.float32))
+def test_buffer_cut_with_the_sentence_end_too_early_keeps_committed_speech_in_front() -> None:
+    """No sentence end late enough: the cut keeps ``cut_lead_s`` of committed words, fed as
+    the forced prefix, in front of the next word.  Cut at the last commit, the LJSpeech
+    recording's next window began at "surpassed" and heard "past"."""
     spec = "one. two three four five six seven eight nine ten eleven twelve thirteen"
-    la.apply(hyp(spec))
-    la.apply(hyp(spec + " fourteen"))  # all committed; the only sentence end is at 0.5 s
-    assert la.buffer_offset == 6.5  # cut after "thirteen" (last commit), not at "one."
+    cuts = {}
+    for lead in (0.0, 2.0):
+        la = LocalAgreement(PolicyConfig(max_buffer_s=4.0, cut_lead_s=lead))
+        la.add_audio(np.zeros(8 * SR, dtype=np.float32))
+        la.apply(hyp(spec))
+        la.apply(hyp(spec + " fourteen"))  # all committed; the only sentence end is at 0.5 s
+        cuts[lead] = (la.buffer_offset, la.request().forced)
+    assert cuts[0.0] == (6.5, "")  # at the last commit ("thirteen"), not at "one."
+    assert cuts[2.0] == (4.5, " ten eleven twelve thirteen")  # 2 s of it kept
 
 
 def test_restored_policy_commits_on_the_first_decode_that_agrees_with_the_saved_hypothesis() -> None:
