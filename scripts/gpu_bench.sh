@@ -27,15 +27,15 @@ bench "$here" new
 PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" timeout 90 python3 scripts/engine_profile.py --device "$device" \
   --model-dir "$model" --batch "${PROFILE_BATCH:-128}" --repeat 5 --engine '{"graph_max_batch":256}' 2>&1 | head -60 > "$out/engine_profile.txt"
 policy='{"vad":{"enabled":true},"settle_s":4.0}'
-common=(--manifest "$manifest" --limit 4 --device "$device" --model-dir "$model" --batch-wait 0.02
-  --step 0.5 --policy "$policy")
+common=(--manifest "$manifest" --limit 4 --device "$device" --model-dir "$model" --step 0.5
+  --policy "$policy")
 if [ -n "$base" ] && [ "${BASE_CAPACITY:-1}" = 1 ]; then
   first=${LEVELS:-128}; first=${first%% *}
   (cd "$(realpath "$base")" && PYTHONPATH="$(pwd)${PYTHONPATH:+:$PYTHONPATH}" python3 scripts/inproc_capacity.py \
-    "${common[@]}" --streams "$first" --max-batch 64 --engine '{"encode_pad_s":5.0,"graph_max_batch":64}' \
+    "${common[@]}" --streams "$first" --batch-wait 0.02 --max-batch 64 --engine '{"encode_pad_s":5.0,"graph_max_batch":64}' \
     --out "$out/capacity_base.json") 2>&1 | grep -v Warning | tee "$out/capacity_base.log"
 fi
 PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" python3 scripts/inproc_capacity.py "${common[@]}" \
   --streams ${LEVELS:-128 192 256 320} --repeat "${REPEAT:-1}" --stop-above 2.0 --workers 8 \
-  --max-batch 128 --engine '{"encode_pad_s":5.0,"graph_max_batch":128}' \
+  --layer gpu --engine '{"encode_pad_s":5.0}' \
   --out "$out/capacity.json" 2>&1 | grep -v Warning | tee "$out/capacity.log"

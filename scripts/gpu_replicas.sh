@@ -8,8 +8,9 @@
 # One engine process used one whole core while the GPU was ~20 % busy (README, GPU fourth pass):
 # this measures whether more of them, as replicas with `num_gpus` below 1, raise the streams.
 # Environment: PLAN, RUN_TIMEOUT (default 240), WORKERS (default 12: a multiple of each E, so
-# the engines share the streams evenly), DEVICE (default cuda).  The buffer is the GPU
-# layer's (15 s, as every GPU pass measured), not ray_config.yaml's CPU default.
+# the engines share the streams evenly), DEVICE (default cuda).  Buffer, batch size, batch wait
+# and CUDA graphs are the GPU layer's (cluster/layers/gpu.yaml, what the replicas deploy with);
+# VAD on, the 0.5 s step and encode_pad_s 5 are the GPU passes' benchmark settings.
 set -u
 model=$1 manifest=$(realpath "$2") out=$3
 mkdir -p "$out"
@@ -21,9 +22,9 @@ for spec in ${PLAN:-3:256,320,384 2:256 1:256}; do
   engines=${spec%%:*} levels=${spec#*:}
   echo "== $engines engine(s): ${levels//,/ } streams ($(date -u +%T))"
   PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" timeout "${RUN_TIMEOUT:-240}" python3 scripts/inproc_capacity.py \
-    --manifest "$manifest" --limit 4 --device "${DEVICE:-cuda}" --model-dir "$model" --batch-wait 0.02 \
-    --step 0.5 --policy '{"vad":{"enabled":true},"settle_s":4.0,"max_buffer_s":15.0}' --max-batch 128 \
-    --engine '{"encode_pad_s":5.0,"graph_max_batch":128}' --workers "${WORKERS:-12}" \
+    --manifest "$manifest" --limit 4 --device "${DEVICE:-cuda}" --model-dir "$model" --layer gpu \
+    --step 0.5 --policy '{"vad":{"enabled":true},"settle_s":4.0}' \
+    --engine '{"encode_pad_s":5.0}' --workers "${WORKERS:-12}" \
     --engines "$engines" --streams ${levels//,/ } --stop-above 2.0 --out "$out/capacity_e$engines.json" \
     2>&1 | grep -v Warning | tee "$out/capacity_e$engines.log"
 done

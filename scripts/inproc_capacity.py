@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from cluster.serve_config import load_serve_config, merge
+from cluster.serve_config import AppConfig, load_layer, load_serve_config, merge
 from deployments.config import EngineConfig
 from deployments.session import Decode, StreamSession
 from deployments.streaming import PolicyConfig
@@ -452,15 +452,15 @@ class GpuSampler:
         return float(np.mean(self.samples)) if self.samples else float("nan")
 
 
-def served_args() -> dict[str, Any]:
-    """The app's args in ray_config.yaml: the engine and policy this run measures (not
-    ``deployments.app.served_args``: that module imports Ray, which this harness runs without)."""
-    app = load_serve_config(ROOT / "ray_config.yaml").applications[0]
-    return dict(app.args)
+def served_app(layers: list[str]) -> AppConfig:
+    """The app in ray_config.yaml with ``layers`` (``--layer``) over it: the engine, policy and
+    batching this run measures (not ``deployments.app.served_args``: that module imports Ray,
+    which this harness runs without)."""
+    return load_serve_config(ROOT / "ray_config.yaml", [load_layer(x) for x in layers]).applications[0]
 
 
 def served_policy(args: argparse.Namespace) -> PolicyConfig:
-    policy = merge(served_args()["ingress"].get("policy", {}), json.loads(args.policy))
+    policy = merge(served_app(args.layer).args["ingress"].get("policy", {}), json.loads(args.policy))
     if args.step is not None:
         policy["step_s"] = args.step
     return PolicyConfig.model_validate(policy)
@@ -574,7 +574,9 @@ def spread(runs: list[Row], key: str) -> str:
     return text if len(runs) == 1 else f"{text} [{min(values):.2f}-{max(values):.2f}]"
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, EngineConfig]:
+    """The command line, with what it leaves out taken from ray_config.yaml and its
+    ``--layer``s: the engine config, and the batch size and wait of the ASRModel user_config."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -585,8 +587,14 @@ def main() -> None:
     parser.add_argument("--quantize", default="none", choices=["none", "int8"])
     parser.add_argument("--model-dir", default=None)
     parser.add_argument("--threads", type=int, default=0)
-    parser.add_argument("--max-batch", type=int, default=8)
-    parser.add_argument("--batch-wait", type=float, default=0.05)
+    parser.add_argument(
+        "--layer",
+        action="append",
+        default=[],
+        help="a config layer over ray_config.yaml (a name in cluster/layers/ or a file; repeatable)",
+    )
+    parser.add_argument("--max-batch", type=int, default=None, help="default: the ASRModel user_config's")
+    parser.add_argument("--batch-wait", type=float, default=None, help="default: the ASRModel user_config's")
     parser.add_argument("--step", type=float, default=None, help="decode step (default: ray_config.yaml's)")
     parser.add_argument("--policy", default="{}", help="JSON over ray_config.yaml's streaming policy")
     parser.add_argument("--engine", default="{}", help="JSON over ray_config.yaml's engine args")
@@ -599,17 +607,18 @@ def main() -> None:
     )
     parser.add_argument("--repeat", type=int, default=1, help="runs per level (the table shows medians)")
     parser.add_argument("--out", type=Path, default=None)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.workers < 1 or args.repeat < 1 or args.engines < 1:
         parser.error("--workers, --repeat and --engines must be at least 1")
     if args.workers < args.engines:
         parser.error("--workers must be at least --engines (each worker decodes on one engine)")
-    # `timeout` and the like send SIGTERM: exit through the finally blocks, which stop the children
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-
-    from deployments.whisper.engine import pick_device
-
-    base = {**served_args()["engine"], "quantize": args.quantize}
+    app = served_app(args.layer)
+    batching = app.options()["ASRModel"].get("user_config", {})
+    if args.max_batch is None:
+        args.max_batch = int(batching["max_batch_size"])
+    if args.batch_wait is None:
+        args.batch_wait = float(batching["batch_wait_timeout_s"])
+    base = {**app.args["engine"], "quantize": args.quantize}
     config = EngineConfig.model_validate(
         merge(
             base,
@@ -617,6 +626,16 @@ def main() -> None:
             | json.loads(args.engine),
         )
     )
+    return args, config
+
+
+def main() -> None:
+    args, config = parse_args()
+    # `timeout` and the like send SIGTERM: exit through the finally blocks, which stop the children
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+    from deployments.whisper.engine import pick_device
+
     clips = load_clips(args.manifest, args.limit)
     engines = [
         EngineProcess(config, args.max_batch, args.batch_wait, args.workers, f"engine {i}")

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import importlib.util
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -204,3 +206,33 @@ def test_the_shipped_config_fits_the_encoder_input_and_settles_words_everywhere(
         shipped = args(*layers)
         assert (shipped.engine.encode_pad_s, shipped.ingress.policy.settle_s) == (2.0, 4.0)
         assert shipped.engine.quantize == "int8"
+
+
+def test_capacity_harness_takes_what_it_is_not_told_from_the_config_and_its_layers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # the GPU benchmark scripts pass `--layer gpu`: the layer stays the one source of the GPU
+    # buffer, batch size and wait, and CUDA graphs the replicas deploy with
+    spec = importlib.util.spec_from_file_location("inproc_capacity", ROOT / "scripts/inproc_capacity.py")
+    assert spec is not None and spec.loader is not None
+    harness = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, harness)  # its dataclasses look themselves up there
+    spec.loader.exec_module(harness)
+    manifest = ["--manifest", "m.jsonl"]
+
+    args, engine = harness.parse_args(manifest)
+    assert (args.max_batch, args.batch_wait) == (8, 0.05)
+    assert harness.served_policy(args).max_buffer_s == 20.0
+
+    args, engine = harness.parse_args([*manifest, "--layer", "gpu", "--engine", '{"encode_pad_s": 5.0}'])
+    assert (args.max_batch, args.batch_wait) == (128, 0.02)
+    assert (engine.graph_max_batch, engine.encode_pad_s) == (128, 5.0)
+    assert harness.served_policy(args).max_buffer_s == 15.0
+
+    # the command line still wins over the layer
+    args, _ = harness.parse_args(
+        [*manifest, "--layer", "gpu", "--max-batch", "64", "--policy", '{"max_buffer_s": 18}']
+    )
+    assert args.max_batch == 64 and harness.served_policy(args).max_buffer_s == 18.0
+    with pytest.raises(ConfigError, match="no layer 'tpu'"):
+        harness.parse_args([*manifest, "--layer", "tpu"])
