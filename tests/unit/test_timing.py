@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -120,6 +122,21 @@ def test_rows_are_median_filtered_each_over_its_own_frames() -> None:
     out = median_filter_rows(x, torch.tensor(frames))
     for k, f in enumerate(frames):
         assert torch.equal(out[k, ..., :f], whisper_median_filter(x[k, ..., :f]))
+
+
+def test_the_median_of_seven_network_equals_the_sorted_median_for_every_order() -> None:
+    # every ordering of 7 distinct values, and every 0/1 pattern (ties), as sliding windows
+    # of one row each: the network's 4th value is the median wherever it sits
+    orders = torch.tensor(list(itertools.permutations(range(7))), dtype=torch.float32)
+    ties = torch.tensor(list(itertools.product((0.0, 1.0), repeat=7)))
+    for rows in (orders, ties):
+        assert torch.equal(timing._median7(rows), rows.median(dim=-1, keepdim=True).values)
+    # the filter at other widths still takes the sorted median
+    x, frames = torch.randn(3, 2, 40), torch.tensor([40, 9, 2])
+    for width in (5, 9):
+        out = median_filter_rows(x, frames, width)
+        for k, f in enumerate(frames.tolist()):
+            assert torch.equal(out[k, ..., :f], whisper_median_filter(x[k, ..., :f], width))
 
 
 def test_batched_token_boundaries_equal_each_row_alone() -> None:
