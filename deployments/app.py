@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from pydantic import BaseModel, ConfigDict
 from ray.serve import Application, Deployment
@@ -37,13 +37,19 @@ def build_app(args: AppArgs) -> Application:
 
 
 def compose(
-    args: dict[str, Any] | AppArgs | None = None, options: dict[str, dict[str, Any]] | None = None
+    args: dict[str, Any] | AppArgs | None = None,
+    options: dict[str, dict[str, Any]] | None = None,
+    model: tuple[Deployment, tuple[Any, ...]] | None = None,
 ) -> Application:
     """Bind both deployments; ``options`` maps a deployment name to ``.options(...)`` overrides
-    for callers that do not go through a Serve config file (the embedded local runner)."""
+    for callers that do not go through a Serve config file (the embedded local runner);
+    ``model``: another deployment and its init args in the ASRModel's place, with its options
+    (a stand-in that costs no CPU, for measuring the serving plane alone)."""
     a = args if isinstance(args, AppArgs) else AppArgs.model_validate(args or {})
     opts = options or {}
-    asr = ASRModel.options(**opts.get("ASRModel", {})).bind(a.engine.model_dump())  # type: ignore[attr-defined]
+    # (Serve's decorator returns a Deployment; its typing says the class)
+    deployment, init = model or (cast(Deployment, ASRModel), (a.engine.model_dump(),))
+    asr = deployment.options(name="ASRModel", **opts.get("ASRModel", {})).bind(*init)
     # each utterance handler is a deployment of this app, named as its class
     hooks = {}
     for name, path in a.ingress.hooks.handlers.items():

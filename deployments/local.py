@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ray import serve
+from ray.serve import Deployment
 
 from cluster.redis_server import EmbeddedRedis
 from cluster.runtime import init_local_ray, metrics_url, proxy_env
@@ -67,10 +68,12 @@ def start_local(
     redis_url: str | None = None,
     metrics_port: int | None = None,
     layers: Sequence[Layer] = (),
+    model: tuple[Deployment, tuple[Any, ...]] | None = None,
 ) -> str:
     """Start local Ray + Serve with the app of ``config_path``; return the stream URL.
     The ``local`` layer, then ``layers``, then ``overrides`` (per deployment name) apply over
-    the file.  ``redis_url`` points the session store at a server (else the config's, or the env's)."""
+    the file.  ``redis_url`` points the session store at a server (else the config's, or the env's);
+    ``model``: a deployment (and its init args) in the ASRModel's place (``compose``)."""
     stack = [load_layer(LOCAL_LAYER), *(x if isinstance(x, dict) else load_layer(x) for x in layers)]
     if overrides:
         app_name = str(read_yaml(config_path)["applications"][0].get("name", "rayscribe"))
@@ -89,7 +92,7 @@ def start_local(
     init_local_ray(cpus, metrics_export_port=metrics_port)
     host, port = cfg.http_options.host, port or cfg.http_options.port
     serve.start(proxy_location=cfg.proxy_location, http_options={"host": host, "port": port})
-    app = compose(args, options)
+    app = compose(args, options, model)
     serve.run(app, name=app_cfg.name, route_prefix=app_cfg.route_prefix)
     return f"ws://{host}:{port}{STREAM_PATH}"
 

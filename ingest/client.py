@@ -42,7 +42,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from ingest import messages as m
 from ingest.audio import decode_pcm, encode_pcm, read_wav
-from ingest.errors import ProtocolError, RayscribeError
+from ingest.errors import Overloaded, ProtocolError, RayscribeError
 from ingest.protocol import ClientProtocol
 from ingest.replay import ReplayBuffer
 
@@ -50,6 +50,18 @@ DEFAULT_URL = "ws://127.0.0.1:8000/v1/stream"
 ServerMessage = m.AnyServerMessage
 # errors after which resuming the same session can succeed (the server or its store recovers)
 RETRYABLE_ERRORS = {"overloaded", "store_unavailable", "internal_error", "model_error", "slow_consumer"}
+
+
+def _told_busy(error: Exception) -> bool:
+    """The server took the connection and closed it with 1013 (try again later): busy, not
+    gone (a replica at its session limit, or a burst of connections waiting to start)."""
+    return (
+        isinstance(error, ConnectionClosed)
+        and error.rcvd is not None
+        and error.rcvd.code == Overloaded.close_code
+    )
+
+
 API_KEY_ENV = "RAYSCRIBE_API_KEY"
 
 
@@ -217,6 +229,7 @@ class _Session:
         self.reason = ""
         self.lost_at: float | None = None  # when the current outage began
         self.attempt = 0  # reconnect attempts in the current outage
+        self.refused: m.Error | None = None  # the server's last refusal of the start (busy)
 
     def _emit(self, message: ServerMessage | ClientEvent) -> None:
         if self.on_message:
@@ -261,16 +274,24 @@ class _Session:
             try:
                 outcome = await self._connect()
             except (OSError, ConnectionClosed, InvalidHandshake, TimeoutError) as e:
-                if self.result.session_id is None:
+                if self.result.session_id is None and not _told_busy(e):
                     raise  # the server was never reached: nothing to resume
                 self.reason, outcome = f"{type(e).__name__}: {e}", _Outcome.RETRY
-            if outcome is _Outcome.DONE or not self._resumable:
+            started = self.result.session_id is not None
+            # a start the server refused for now (busy: close 1013 or a retryable error) is
+            # tried again, resumable or not: nothing was sent yet
+            if outcome is _Outcome.DONE or (started and not self._resumable):
                 return
             now = time.monotonic()
             if self.lost_at is None:  # a new outage
                 self.lost_at, self.attempt, delay = now, 0, self.opts.backoff_initial_s
             elif now - self.lost_at > self.opts.reconnect_budget_s:
-                self.result.error = m.Error(code="reconnect_failed", message=f"gave up: {self.reason}")
+                if started:
+                    self.result.error = m.Error(code="reconnect_failed", message=f"gave up: {self.reason}")
+                else:  # the server's own refusal, typed, not an exception out of the SDK
+                    self._record(
+                        self.refused or m.Error(code="overloaded", message=f"gave up: {self.reason}")
+                    )
                 return
             self.attempt += 1
             self._emit(Reconnecting(self.attempt, self.reason))
@@ -304,12 +325,19 @@ class _Session:
                 await sender
 
     async def _start(self, ws: ClientConnection) -> _Outcome | None:
-        await ws.send(self.client.start_message())
+        try:
+            await ws.send(self.client.start_message())
+        except ConnectionClosed:
+            pass  # refused before the start was read: the server's reason may wait below
         async with asyncio.timeout(self.opts.open_timeout_s):
             ready = self.client.receive_text(str(await ws.recv()))
+        if isinstance(ready, m.Error) and ready.code in RETRYABLE_ERRORS:
+            self.reason, self.refused = f"{ready.code}: {ready.message}", ready
+            return _Outcome.RETRY
         if not isinstance(ready, m.Ready):
             self._record(ready)
             return _Outcome.DONE
+        self.refused, self.lost_at = None, None  # started: a refusal before it is no outage
         self.result.session_id = ready.session_id
         self._emit(ready)
         self.sent_to = self.keep_from = 0

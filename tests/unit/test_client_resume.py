@@ -46,7 +46,8 @@ from ingest.client import (
     StreamResult,
     stream_audio,
 )
-from ingest.protocol import Limits
+from ingest.errors import Overloaded
+from ingest.protocol import Limits, ServerProtocol
 
 NO_VAD = VadConfig(enabled=False)  # silent fake audio: the serving plane, not the VAD, is under test
 
@@ -181,6 +182,11 @@ class ResumeServer:
         self.on_sent: Hook | None = None  # after each text frame the server sent
         self.on_audio: Callable[[WsTransport], bool] | None = None  # True: it dropped the connection
         self.hang_resumes = False
+        # the first this many connections are refused the way a busy ingress refuses them
+        # (deployments/ingress.py: the typed error, then close 1013, before reading a frame);
+        # bare: close 1013 with no message
+        self.busy_first = 0
+        self.busy_bare = False
         self._servers: list[Server] = []
         self.tasks: list[asyncio.Task[None]] = []
 
@@ -207,6 +213,13 @@ class ResumeServer:
     async def _handle(self, ws: ServerConnection) -> None:
         transport = WsTransport(ws, self, len(self.transports))
         self.transports.append(transport)
+        if transport.index < self.busy_first:
+            refusal = ServerProtocol(Limits())
+            refusal.fail(Overloaded("this replica already serves 64 streams; retry later"))
+            for text in [] if self.busy_bare else refusal.data_to_send():
+                await ws.send(text)
+            await ws.close(refusal.close_code or 1013)
+            return
         if transport.index > 0 and self.hang_resumes:
             await ws.wait_closed()  # a replica that accepts connections but never answers
             return
@@ -597,6 +610,51 @@ def test_reconnect_gives_up_after_its_budget(store: StoreFactory) -> None:
             assert took < 4.0  # the budget, not the audio, ended it
             assert [f.seq for f in result.finals] == list(range(len(result.finals))) != []
             assert len(server.transports) == 1
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("bare", [False, True], ids=["error-then-1013", "bare-1013"])
+@pytest.mark.parametrize("resume", [True, False], ids=["v1.1", "v1"])
+def test_a_busy_server_is_asked_again_until_it_takes_the_stream(
+    store: StoreFactory, bare: bool, resume: bool
+) -> None:
+    # a burst of streams meets a replica's session or pending-start limit (close 1013, "try
+    # again later"): the SDK tries again with backoff instead of raising out of the stream
+    async def main() -> None:
+        async with running_server(store) as server:
+            server.busy_first, server.busy_bare = 3, bare
+            rec = Recorder()
+            opts = StreamOptions(speed=4.0, resume=resume, backoff_initial_s=0.05)
+            result = await stream(server, 4.0, opts, rec)
+
+            assert_complete(result, 4.0)
+            assert len(server.transports) == 4
+            tries = rec.of(Reconnecting)
+            assert [e.attempt for e in tries] == [1, 2, 3]
+            assert all(("1013" if bare else "overloaded") in e.reason for e in tries), [
+                e.reason for e in tries
+            ]
+            assert result.error is None and rec.of(m.Error) == []
+
+    asyncio.run(main())
+
+
+def test_a_server_busy_past_the_budget_ends_the_stream_with_its_typed_refusal(store: StoreFactory) -> None:
+    async def main() -> None:
+        async with running_server(store) as server:
+            server.busy_first = 10**6
+            rec = Recorder()
+            opts = StreamOptions(speed=4.0, reconnect_budget_s=0.3, backoff_initial_s=0.05)
+            began = time.monotonic()
+            result = await stream(server, 20.0, opts, rec)
+
+            assert result.error is not None and result.error.code == "overloaded"
+            assert "retry later" in result.error.message
+            assert rec.of(m.Error) == [result.error]  # handed to the caller once
+            assert result.session_id is None and result.finals == [] and result.summary is None
+            assert len(rec.of(Reconnecting)) >= 2
+            assert time.monotonic() - began < 4.0  # the budget, not the audio, ended it
 
     asyncio.run(main())
 

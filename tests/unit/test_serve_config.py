@@ -66,6 +66,34 @@ def test_build_app_is_a_valid_serve_app_builder() -> None:
         call_user_app_builder_with_args_if_necessary(build_app, {"bogus": 1})
 
 
+def test_a_stand_in_model_takes_the_asr_models_place_name_and_options() -> None:
+    # scripts/serving_bench.py measures the serving plane with a stand-in in the ASRModel's
+    # place: the ingress must get it under that name, with the config's options for it
+    from ray import serve
+
+    from deployments.app import compose
+
+    @serve.deployment
+    class StandIn:
+        def __init__(self, batch_s: float, row_s: float) -> None:
+            self.cost = (batch_s, row_s)
+
+    def asr_of(app: Any) -> Any:
+        return app._bound_deployment.init_args[0]._bound_deployment
+
+    options = {"ASRModel": {"num_replicas": 3}}
+    standin = asr_of(compose({}, options, (StandIn, (0.03, 0.001))))
+    assert (standin.name, standin.func_or_class, standin.init_args) == (
+        "ASRModel",
+        StandIn.func_or_class,
+        (0.03, 0.001),
+    )
+    assert standin.num_replicas == 3
+    real = asr_of(compose({}, options))
+    assert real.name == "ASRModel" and real.func_or_class is not StandIn.func_or_class
+    assert real.init_args[0]["device"] == "auto" and real.num_replicas == 3
+
+
 def test_local_runner_caps_asr_replicas_to_the_machine() -> None:
     from deployments.local import fit_replicas
 
