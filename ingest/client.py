@@ -325,10 +325,9 @@ class _Session:
                 await sender
 
     async def _start(self, ws: ClientConnection) -> _Outcome | None:
-        try:
+        # refused before the start was read: the server's reason may still wait below
+        with contextlib.suppress(ConnectionClosed):
             await ws.send(self.client.start_message())
-        except ConnectionClosed:
-            pass  # refused before the start was read: the server's reason may wait below
         async with asyncio.timeout(self.opts.open_timeout_s):
             ready = self.client.receive_text(str(await ws.recv()))
         if isinstance(ready, m.Error) and ready.code in RETRYABLE_ERRORS:
