@@ -49,8 +49,8 @@ unit: setup
 	$(BIN)/python -m pytest tests/unit -q
 
 test: lint setup-browser setup-speech  ## lint, types, then every test tier (unit, model, e2e, helm chart)
-	# faulthandler past pytest's own: one fresh-clone run (stop 21) passed every test and then
-	# segfaulted at interpreter exit, unreproduced; the next one prints where
+	# faulthandler past pytest's own: fresh-clone runs (stops 21, 23) passed every test and then
+	# segfaulted in the interpreter's teardown, which tests/conftest.py now skips (os._exit)
 	PYTHONFAULTHANDLER=1 $(BIN)/python -m pytest -q --durations=10
 
 test-slow: setup  ## the slow tier: every evalset clip streamed through the policy (~15 min)
