@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import platform
 import re
@@ -31,6 +32,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the stand-in lives in tests/ (Ray's workers get this path too)
+
+from ray import serve  # noqa: E402
 
 from cluster.redis_server import EmbeddedRedis  # noqa: E402
 from cluster.serve_config import load_layer  # noqa: E402
@@ -101,7 +104,8 @@ def main() -> None:
     overrides = {"ASRModel": asr}
     if args.ingress_replicas:
         overrides["Ingress"] = {"num_replicas": args.ingress_replicas}
-    with EmbeddedRedis() as redis:
+    with EmbeddedRedis() as redis, contextlib.ExitStack() as stack:
+        stack.callback(serve.shutdown)
         url = start_local(
             port=args.port,
             redis_url=redis.url,
@@ -111,7 +115,7 @@ def main() -> None:
             args_override={"ingress": {"max_sessions": 512, "limits": {"max_pending": 512}}},
             model=(FakeASR, (args.batch_s, args.row_s)),
         )
-        asyncio.run(run_load(url, clips[:1], 1))  # warm-up: every replica's first session
+        asyncio.run(run_load(url, clips[:1], 1))  # warm-up: first imports and connections
         rows = []
         for n in args.streams:
             for run in range(args.repeat):
