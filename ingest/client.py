@@ -50,6 +50,7 @@ DEFAULT_URL = "ws://127.0.0.1:8000/v1/stream"
 ServerMessage = m.AnyServerMessage
 # errors after which resuming the same session can succeed (the server or its store recovers)
 RETRYABLE_ERRORS = {"overloaded", "store_unavailable", "internal_error", "model_error", "slow_consumer"}
+API_KEY_ENV = "RAYSCRIBE_API_KEY"
 
 
 def _told_busy(error: Exception) -> bool:
@@ -60,9 +61,6 @@ def _told_busy(error: Exception) -> bool:
         and error.rcvd is not None
         and error.rcvd.code == Overloaded.close_code
     )
-
-
-API_KEY_ENV = "RAYSCRIBE_API_KEY"
 
 
 def _env_api_key() -> str | None:

@@ -33,6 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the stand-in lives in tests/ (Ray's workers get this path too)
 
+from flood_bench import spread  # noqa: E402  (scripts/: the same median [min-max] cell)
 from ray import serve  # noqa: E402
 
 from cluster.redis_server import EmbeddedRedis  # noqa: E402
@@ -158,11 +159,6 @@ def main() -> None:
             + ", ".join(f"{role} {ms * 1000:.1f}" for role, ms in per.items())
             + f"; all {sum(per.values()) * 1000:.1f}"
         )
-
-
-def spread(values: list[float]) -> str:
-    mid = f"{statistics.median(values):.2f}"
-    return mid if len(values) == 1 else f"{mid} [{min(values):.2f}-{max(values):.2f}]"
 
 
 if __name__ == "__main__":
