@@ -17,6 +17,10 @@ class EngineConfig(BaseModel):
     # CPU only: "int8" runs the output projection (the vocabulary matmul) with int8 weights
     # (dynamic quantization); GPU ignores it and runs fp16/fp32
     quantize: Literal["none", "int8"] = "none"
+    # CPU only: the encoder's linear layers in bfloat16 (autocast; its stem, attention and
+    # residual stream stay float32, its output goes to the decoder as float32); "auto": where
+    # the CPU multiplies bfloat16 natively (AVX512-BF16 or AMX).  GPU ignores it (fp16)
+    cpu_bf16_encoder: Literal["auto", "on", "off"] = "off"
     # the encoder sees the window's audio plus this much silence (rounded up to a multiple of
     # encode_bucket_s) instead of always 30 s; None = always 30 s, as Whisper was trained
     encode_pad_s: float | None = Field(None, ge=0.0, le=30.0)

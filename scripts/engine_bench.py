@@ -1,5 +1,6 @@
 """Cost of one decode on this machine: encoder vs the token loop, float32 vs int8 output
-projection, a 30 s encoder window vs a shorter one, batch 1 vs 4.
+projection vs that plus the bfloat16 encoder (CPU), a 30 s encoder window vs a shorter one,
+batch 1 vs 4.
 
     python scripts/engine_bench.py [--threads 2] [--repeat 4]
 
@@ -33,7 +34,7 @@ def timed(fn: Callable[[], object], repeat: int) -> float:
 def _whole_decode(
     engine: WhisperEngine, mel: torch.Tensor, rows: tuple[list[str], list[int], list[float]]
 ) -> object:
-    return engine.decoder.decode(engine.model.encoder(mel), *rows)
+    return engine.decoder.decode(engine.run_encoder(mel), *rows)
 
 
 def main() -> None:
@@ -45,18 +46,20 @@ def main() -> None:
     n = mel.shape[-1]
     print("| engine | encoder window | batch | encoder (s) | whole decode (s) | token loop per row (s) |")
     print("|---|---|---|---|---|---|")
-    for quantize in ("none", "int8"):
-        engine = WhisperEngine(EngineConfig(num_threads=args.threads, quantize=quantize))  # type: ignore[arg-type]
+    for quantize, bf16 in (("none", "off"), ("int8", "off"), ("int8", "on")):
+        config = EngineConfig(num_threads=args.threads, quantize=quantize, cpu_bf16_encoder=bf16)  # type: ignore[arg-type]
+        engine = WhisperEngine(config)
+        label = quantize + (", bf16 encoder" if engine.encoder_bf16 else "")
         with torch.inference_mode():
             for frames in (3000, 2000, 1600):
                 for batch in (1, 4):
                     m = pad_frames(mel, frames)[None].repeat(batch, 1, 1)
-                    enc = timed(partial(engine.model.encoder, m), args.repeat)
+                    enc = timed(partial(engine.run_encoder, m), args.repeat)
                     rows = ([""] * batch, [n] * batch, [0.0] * batch)
                     whole = partial(_whole_decode, engine, m, rows)
                     full = timed(whole, args.repeat)
                     print(
-                        f"| {quantize} | {frames / 100:.0f} s | {batch} | {enc:.3f} | {full:.3f} "
+                        f"| {label} | {frames / 100:.0f} s | {batch} | {enc:.3f} | {full:.3f} "
                         f"| {(full - enc) / batch:.3f} |",
                         flush=True,
                     )

@@ -93,18 +93,22 @@ def main() -> None:
         variant: dict[str, Any] = json.loads(spec)
         config = EngineConfig(num_threads=args.threads, **variant.get("engine", {}))
         engine = WhisperEngine(config)
-        if config.quantize not in offline:  # the offline baseline: full window, same weights
-            base = WhisperEngine(EngineConfig(num_threads=args.threads, quantize=config.quantize))
-            offline[config.quantize] = [
-                "".join(w.text for w in transcribe_long(base.transcribe, a)) for a in audio
-            ]
-            off = offline[config.quantize]
-            print(
-                f"offline ({config.quantize}): WER {100 * wer(refs, off):.2f} {by_source(sources, refs, off)}"
+        # the offline baseline: full window, same weights and encoder precision
+        weights = f"{config.quantize}, bf16 encoder {config.cpu_bf16_encoder}"
+        if weights not in offline:
+            base = WhisperEngine(
+                EngineConfig(
+                    num_threads=args.threads,
+                    quantize=config.quantize,
+                    cpu_bf16_encoder=config.cpu_bf16_encoder,
+                )
             )
+            offline[weights] = ["".join(w.text for w in transcribe_long(base.transcribe, a)) for a in audio]
+            off = offline[weights]
+            print(f"offline ({weights}): WER {100 * wer(refs, off):.2f} {by_source(sources, refs, off)}")
         started, hyps, decodes, lost = time.process_time(), [], 0, []
         delays: list[float] = []
-        for a, off_text in zip(audio, offline[config.quantize], strict=True):
+        for a, off_text in zip(audio, offline[weights], strict=True):
             result = simulate_stream(engine.transcribe, a, PolicyConfig(**variant.get("policy", {})))
             hyps.append(result.text)
             decodes += result.decodes

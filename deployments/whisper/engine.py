@@ -62,6 +62,7 @@ class WhisperEngine:
         self.quantized = self.config.quantize == "int8" and self.device.type == "cpu"
         if self.quantized:
             self.model = quantize_int8(self.model)
+        self.encoder_bf16 = self.device.type == "cpu" and _bf16_wanted(self.config.cpu_bf16_encoder)
         cfg = json.loads((folder / "config.json").read_text())
         self.tokenizer = WhisperTokenizer(folder / "tokenizer.json")
         heads = [(int(a), int(b)) for a, b in cfg["alignment_heads"]]
@@ -78,10 +79,11 @@ class WhisperEngine:
             steps=steps,
         )
         log.info(
-            "Whisper engine on %s (%s%s%s)",
+            "Whisper engine on %s (%s%s%s%s)",
             self.device,
             self.dtype,
             ", int8" if self.quantized else "",
+            ", bfloat16 encoder" if self.encoder_bf16 else "",
             ", CUDA graphs" if use_graphs else "",
         )
 
@@ -126,6 +128,14 @@ class WhisperEngine:
         return log_mel_batch(rows, lengths)
 
     @torch.inference_mode()
+    def run_encoder(self, mel: torch.Tensor) -> torch.Tensor:
+        """The encoder over ``mel`` as it is (rows, 80, frames), in the model's dtype; its
+        linear layers in bfloat16 where ``cpu_bf16_encoder`` says so."""
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.encoder_bf16):
+            out: torch.Tensor = self.model.encoder(mel.to(self.dtype))
+        return out.to(self.dtype)
+
+    @torch.inference_mode()
     def encode(
         self, mel: torch.Tensor, frames: list[int], full: list[bool]
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -143,8 +153,7 @@ class WhisperEngine:
         groups = {w: [i for i, x in enumerate(widths) if x == w] for w in sorted(set(widths))}
         whole = len(groups) == 1
         encoded = {
-            w: self.model.encoder(pad_frames(mel if whole else mel[rows], w).to(self.dtype))
-            for w, rows in groups.items()
+            w: self.run_encoder(pad_frames(mel if whole else mel[rows], w)) for w, rows in groups.items()
         }
         if whole:  # one width: the encoder's output as it is, nothing to mask
             return next(iter(encoded.values())), None
@@ -155,6 +164,24 @@ class WhisperEngine:
             out[rows, : w // 2] = encoded[w]
             valid[rows, : w // 2] = True
         return out, valid
+
+
+def native_bf16(cpuinfo: str | None = None) -> bool:
+    """Whether this CPU multiplies bfloat16 in hardware (AVX512-BF16 or AMX); elsewhere
+    oneDNN emulates it, slower than float32."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:  # not Linux: no way to tell, so float32
+            return False
+    flags = next(
+        (line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), []
+    )
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def _bf16_wanted(mode: str) -> bool:
+    return mode == "on" or (mode == "auto" and native_bf16())
 
 
 def _ints(value: object) -> list[int]:

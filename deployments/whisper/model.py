@@ -66,10 +66,19 @@ class EncoderBlock(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         h = self.attn_ln(x)
         a = self.attn
-        y = F.scaled_dot_product_attention(a.heads(a.query(h)), a.heads(a.key(h)), a.heads(a.value(h)))
+        q, k, v = (a.heads(p(h)).to(x.dtype) for p in (a.query, a.key, a.value))
+        with _exact(x):
+            y = F.scaled_dot_product_attention(q, k, v)
         x = x + a.out(a.merge(y))
         out: Tensor = x + self.mlp(self.mlp_ln(x))
         return out
+
+
+def _exact(x: Tensor) -> torch.autocast:
+    """Autocast off: under the CPU's bfloat16 autocast (``cpu_bf16_encoder``) only the
+    linear layers run in bfloat16; the stem over the log-mel and the attention stay in the
+    model's dtype (with them in bfloat16 too, streamed transcripts lost words)."""
+    return torch.autocast(x.device.type, enabled=False)
 
 
 class Encoder(nn.Module):
@@ -83,7 +92,8 @@ class Encoder(nn.Module):
 
     def forward(self, mel: Tensor) -> Tensor:
         """mel: (batch, n_mels, 3000) -> (batch, 1500, n_state)."""
-        x = F.gelu(self.conv2(F.gelu(self.conv1(mel)))).transpose(1, 2)
+        with _exact(mel):
+            x = F.gelu(self.conv2(F.gelu(self.conv1(mel)))).transpose(1, 2)
         x = x + self.positional_embedding[: x.shape[1]]
         for block in self.blocks:
             x = block(x)

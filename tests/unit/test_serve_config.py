@@ -213,7 +213,7 @@ def test_layer_naming_what_the_config_lacks_is_a_config_error(layer: dict[str, A
 
 
 def test_unknown_layer_name_or_key_is_a_config_error(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="shipped: gpu, local"):
+    with pytest.raises(ConfigError, match="shipped: cpu-bf16, gpu, local"):
         load_layer("tpu")
     bad = tmp_path / "bad.yaml"
     bad.write_text("deployments: {}\n")
@@ -230,10 +230,12 @@ def test_the_shipped_config_fits_the_encoder_input_and_settles_words_everywhere(
         cfg = load_serve_config(ROOT / "ray_config.yaml", [load_layer(n) for n in layers])
         return AppArgs.model_validate(cfg.applications[0].args)
 
-    for layers in ((), ("gpu",), ("local",)):
+    for layers in ((), ("gpu",), ("local",), ("local", "cpu-bf16")):
         shipped = args(*layers)
         assert (shipped.engine.encode_pad_s, shipped.ingress.policy.settle_s) == (2.0, 4.0)
         assert shipped.engine.quantize == "int8"
+        # the bfloat16 encoder only where a layer asks for it (its cost: README, stop 24)
+        assert shipped.engine.cpu_bf16_encoder == ("auto" if "cpu-bf16" in layers else "off")
 
 
 def test_capacity_harness_takes_what_it_is_not_told_from_the_config_and_its_layers(
