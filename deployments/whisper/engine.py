@@ -168,7 +168,7 @@ class WhisperEngine:
 
 def native_bf16(cpuinfo: str | None = None) -> bool:
     """Whether this CPU multiplies bfloat16 in hardware (AVX512-BF16 or AMX); elsewhere
-    oneDNN emulates it, slower than float32."""
+    oneDNN emulates it, which is not what the switch is for."""
     if cpuinfo is None:
         try:
             cpuinfo = Path("/proc/cpuinfo").read_text()
