@@ -35,14 +35,14 @@ def test_int8_projection_keeps_the_transcripts(evalset: Path) -> None:
 def test_native_bf16_is_read_from_the_cpu_flags() -> None:
     assert native_bf16("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 avx512_vnni\n")
     assert native_bf16("flags\t\t: fpu avx512f amx_bf16 amx_tile\n")  # Sapphire Rapids
-    assert not native_bf16("flags\t\t: fpu avx2 avx512f avx512bw\n")  # emulated: slower
+    assert not native_bf16("flags\t\t: fpu avx2 avx512f avx512bw\n")  # no native bfloat16
     assert not native_bf16("processor\t: 0\n")
 
 
 def test_bf16_encoder(evalset: Path) -> None:
     """With ``cpu_bf16_encoder`` the encoder's linear layers run in bfloat16 while its stem
     and the residual stream stay float32; its output is float32, near the float32 encoder's,
-    and the transcripts of a sample of the evalset are as accurate."""
+    and a sample of the evalset is transcribed within a point of float32's WER."""
     plain = WhisperEngine(EngineConfig(num_threads=2, quantize="int8", encode_pad_s=2.0))
     bf16 = WhisperEngine(
         EngineConfig(num_threads=2, quantize="int8", encode_pad_s=2.0, cpu_bf16_encoder="on")
@@ -53,12 +53,13 @@ def test_bf16_encoder(evalset: Path) -> None:
     audio = [read_wav(evalset / row["audio"]).samples for row in rows]
     dtypes: dict[str, torch.dtype] = {}
     encoder = bf16.model.encoder
-    for name, module in (("stem", encoder.conv2), ("linear", encoder.blocks[0].mlp.fc1)):
+    parts = (("stem", encoder.conv2), ("linear", encoder.blocks[0].mlp.fc1), ("residual", encoder.blocks[0]))
+    for name, module in parts:
         module.register_forward_hook(lambda _m, _i, out, name=name: dtypes.__setitem__(name, out.dtype))
     mel, frames = bf16.features(audio[:1])
     ours, _ = bf16.encode(mel, frames, [False])
     theirs, _ = plain.encode(mel, frames, [False])
-    assert dtypes == {"stem": torch.float32, "linear": torch.bfloat16}
+    assert dtypes == {"stem": torch.float32, "linear": torch.bfloat16, "residual": torch.float32}
     assert ours.dtype == torch.float32
     error = float((ours - theirs).abs().max() / theirs.abs().max())
     assert 0 < error < 0.03  # bfloat16 keeps 8 bits of mantissa: ~1 % here
