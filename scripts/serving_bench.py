@@ -39,7 +39,7 @@ from ray import serve  # noqa: E402
 from cluster.redis_server import EmbeddedRedis  # noqa: E402
 from cluster.serve_config import load_layer  # noqa: E402
 from deployments.local import start_local  # noqa: E402
-from ingest.loadtest import load_manifest, run_load  # noqa: E402
+from ingest.loadtest import LoadReport, load_manifest, run_load  # noqa: E402
 
 # the roles, by command line (Ray names its worker processes after the actor they hold)
 ROLES = (
@@ -117,7 +117,7 @@ def main() -> None:
             model=(FakeASR, (args.batch_s, args.row_s)),
         )
         asyncio.run(run_load(url, clips[:1], 1))  # warm-up: first imports and connections
-        rows = []
+        levels: dict[int, list[tuple[LoadReport, dict[str, float]]]] = {n: [] for n in args.streams}
         for n in args.streams:
             for run in range(args.repeat):
                 before, t0 = cpu_by_role(), time.monotonic()
@@ -125,7 +125,7 @@ def main() -> None:
                 wall = time.monotonic() - t0
                 after = cpu_by_role()
                 cores = {role: (after[role] - before[role]) / wall for role in after}
-                rows.append((n, run, report, cores))
+                levels[n].append((report, cores))
                 print(
                     f"{n} streams, run {run}: commit p95 {report.commit_p95_s:.2f} s, "
                     f"partial p95 {report.partial_p95_s:.2f} s, sustained {report.sustained}/{n}, "
@@ -143,17 +143,15 @@ def main() -> None:
         "| streams | sustained | commit p95 (s) | " + " | ".join(f"{r} (cores)" for r in roles) + " |"
     )
     print("|---|---|---|" + "---|" * len(roles))
-    for n in args.streams:
-        runs = [r for r in rows if r[0] == n]
-        cells = [spread([r[3][role] for r in runs]) for role in roles]
+    for n, runs in levels.items():
+        cells = [spread([cores[role] for _, cores in runs]) for role in roles]
         print(
-            f"| {n} | {statistics.median(r[2].sustained for r in runs):g} "
-            f"| {spread([r[2].commit_p95_s for r in runs])} | " + " | ".join(cells) + " |"
+            f"| {n} | {statistics.median(report.sustained for report, _ in runs):g} "
+            f"| {spread([report.commit_p95_s for report, _ in runs])} | " + " | ".join(cells) + " |"
         )
     # per stream: the top level's cores can be capped by the machine, so every level's
-    for n in args.streams:
-        runs = [r for r in rows if r[0] == n]
-        per = {role: statistics.median(r[3][role] for r in runs) / n for role in roles}
+    for n, runs in levels.items():
+        per = {role: statistics.median(cores[role] for _, cores in runs) / n for role in roles}
         print(
             f"{n} streams, CPU ms per stream-second: "
             + ", ".join(f"{role} {ms * 1000:.1f}" for role, ms in per.items())
