@@ -69,11 +69,13 @@ def start_local(
     metrics_port: int | None = None,
     layers: Sequence[Layer] = (),
     model: tuple[Deployment, tuple[Any, ...]] | None = None,
+    object_store_mb: int = 256,
 ) -> str:
     """Start local Ray + Serve with the app of ``config_path``; return the stream URL.
     The ``local`` layer, then ``layers``, then ``overrides`` (per deployment name) apply over
     the file.  ``redis_url`` points the session store at a server (else the config's, or the env's);
-    ``model``: a deployment (and its init args) in the ASRModel's place (``compose``)."""
+    ``model``: a deployment (and its init args) in the ASRModel's place (``compose``);
+    ``object_store_mb``: Ray's object store, which holds every decode request's audio window."""
     stack = [load_layer(LOCAL_LAYER), *(x if isinstance(x, dict) else load_layer(x) for x in layers)]
     if overrides:
         app_name = str(read_yaml(config_path)["applications"][0].get("name", "rayscribe"))
@@ -89,7 +91,7 @@ def start_local(
     # the proxies Ray starts inherit this process's environment: pace their WebSockets
     limits = AppArgs.model_validate(args).ingress.limits
     os.environ.update(proxy_env({"max_speed": limits.max_speed, "max_lead_s": limits.max_lead_s}))
-    init_local_ray(cpus, metrics_export_port=metrics_port)
+    init_local_ray(cpus, object_store_mb=object_store_mb, metrics_export_port=metrics_port)
     host, port = cfg.http_options.host, port or cfg.http_options.port
     serve.start(proxy_location=cfg.proxy_location, http_options={"host": host, "port": port})
     app = compose(args, options, model)
@@ -109,6 +111,12 @@ def main(argv: list[str] | None = None) -> int:
         "--gpus", type=float, default=0.0, help="GPUs to run ASR on (the gpu layer: its replicas per GPU)"
     )
     parser.add_argument(
+        "--object-store-mb",
+        type=int,
+        default=256,
+        help="Ray's object store (each decode's audio window passes through it: ~1 MB per request in flight)",
+    )
+    parser.add_argument(
         "--layer", action="append", default=[], help="override layer: a name in cluster/layers/ or a file"
     )
     args = parser.parse_args(argv)
@@ -123,7 +131,12 @@ def main(argv: list[str] | None = None) -> int:
             redis_url = stack.enter_context(EmbeddedRedis()).url
             print(f"session store: embedded redis-server at {redis_url}", flush=True)
         url = start_local(
-            args.config, args.port, redis_url=redis_url, metrics_port=args.metrics_port, layers=layers
+            args.config,
+            args.port,
+            redis_url=redis_url,
+            metrics_port=args.metrics_port,
+            layers=layers,
+            object_store_mb=args.object_store_mb,
         )
         stack.callback(serve.shutdown)
         print(
