@@ -59,6 +59,7 @@ for n in ${LEVELS:-128 200 256}; do
     --repeat "${REPEAT:-1}" --procs "${PROCS:-4}" --max-commit-p95 "$max_p95" --resolution 100000 \
     --out "/tmp/capacity_$n" 2>&1 | grep -v Warning | tee -a "$out/run.log"
   snapshot "after $n"
+  cp "/tmp/capacity_$n/capacity.json" "$out/capacity_$n.json"
   held=$(python3 -c "import json,sys;l=json.load(open(sys.argv[1]))['levels'][0];print(l['held'])" \
     "/tmp/capacity_$n/capacity.json" 2>/dev/null)
   [ "$held" = "True" ] || break
