@@ -1,8 +1,14 @@
 """The ASR deployment: a Whisper replica that batches decode requests across streams.
 
 No sockets, no Redis: it takes :class:`DecodeRequest` and returns :class:`Hypothesis`.
-The model runs in a worker thread so the replica's event loop keeps accepting requests
-(which is what lets ``@serve.batch`` gather them).
+Where a batch runs (``BatchConfig.decode_in``) decides whether requests keep arriving while it
+does: on CPU the model runs in a worker thread, whose torch kernels release the GIL, so the
+replica's event loop keeps accepting requests (which is what lets ``@serve.batch`` gather
+them).  On a GPU the engine's host work (kernel launches, the token loop, in Python) holds the
+GIL instead, and a worker thread would starve the loop: through Serve, 200 streams on one
+H200 decoded batches of ~2 rows while requests waited ~3 s to be let in (README, GPU sixth
+pass).  There it runs on the event loop: requests queue in Ray meanwhile and the next batch
+takes them all.
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
@@ -32,6 +38,9 @@ class BatchConfig(BaseModel):
 
     max_batch_size: int = Field(8, ge=1, le=1024)
     batch_wait_timeout_s: float = Field(0.05, ge=0.0, le=5.0)
+    # where a batch runs: a worker thread, the replica's event loop, or auto (the loop where the
+    # engine is on a GPU, else a thread; module docstring)
+    decode_in: Literal["auto", "thread", "loop"] = "auto"
 
 
 @serve.deployment(
@@ -45,6 +54,7 @@ class ASRModel:
         self.batches: list[int] = []  # recent batch sizes, for tests and stats
         self.load = LoadWindow()  # what the autoscaling policy sees (deployments/autoscaling.py)
         self.fairness = RealTimeFirst()
+        self.decode_in_loop = self.in_loop(BatchConfig())
 
     def load_engine(self, config: EngineConfig) -> Any:
         """The model: ``transcribe(list[DecodeRequest]) -> list[Hypothesis]`` and ``device``
@@ -57,6 +67,12 @@ class ASRModel:
         cfg = BatchConfig.model_validate(user_config)
         self.transcribe_batch.set_max_batch_size(cfg.max_batch_size)  # type: ignore[attr-defined]
         self.transcribe_batch.set_batch_wait_timeout_s(cfg.batch_wait_timeout_s)  # type: ignore[attr-defined]
+        self.decode_in_loop = self.in_loop(cfg)
+
+    def in_loop(self, cfg: BatchConfig) -> bool:
+        if cfg.decode_in == "auto":
+            return str(self.engine.device).startswith("cuda")
+        return cfg.decode_in == "loop"
 
     async def transcribe(self, request: DecodeRequest) -> Hypothesis:
         """One stream's decode, batched with others' (streams at real-time pace first)."""
@@ -71,7 +87,10 @@ class ASRModel:
         now = time.time()
         self.load.batch_started(started, [now - r.issued_at for r in requests if r.issued_at > 0])
         try:
-            results: list[Hypothesis] = await asyncio.to_thread(self.engine.transcribe, requests)
+            if self.decode_in_loop:  # blocks the loop by design: requests queue in Ray meanwhile
+                results: list[Hypothesis] = self.engine.transcribe(requests)
+            else:
+                results = await asyncio.to_thread(self.engine.transcribe, requests)
         finally:
             self.load.batch_done(time.perf_counter())
         took = time.perf_counter() - started
@@ -96,6 +115,7 @@ class ASRModel:
 
         return {
             "device": str(self.engine.device),
+            "decode_in": "loop" if self.decode_in_loop else "thread",
             "threads": torch.get_num_threads(),
             "batches": list(self.batches),
         }

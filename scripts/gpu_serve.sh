@@ -11,8 +11,10 @@
 # What the local layer does not fit to this node, a layer written here adds: the engine's
 # MODEL_DIR, INGRESS Ingress replicas (each admits 64 sessions; ~0.01 cores per stream, README
 # stop 23), a larger object store (each decode's audio window passes through it).
-# Environment: LEVELS (default "128 200 256"), REPEAT (1), MAX_P95 (2.0), PROCS (4: load
-# generator processes), INGRESS (6), GPUS (1; 0: CPU replicas, a dry run of this script).
+# Environment: LEVELS (default "128 200 256"; N or NxR: R runs at N streams), REPEAT (1: runs
+# per level without xR), MAX_P95 (2.0), PROCS (4: load generator processes), INGRESS (6),
+# LAYER (a layer file over the rest, e.g. `user_config: {decode_in: thread}` for the ASR replicas),
+# GPUS (1; 0: CPU replicas, a dry run of this script).
 set -u
 model=$(realpath "$1") manifest=$(realpath "$2") out=$3
 mkdir -p "$out"
@@ -32,7 +34,7 @@ EOF
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; echo "cpus $(nproc)"; } \
   2>&1 | tee "$out/run.log"
 (nvidia-smi dmon -s u -d 1 >"$out/dmon.txt" 2>&1 &)
-python3 -m deployments.local serve --gpus "$gpus" --layer "$layer" --object-store-mb 4096 \
+python3 -m deployments.local serve --gpus "$gpus" --layer "$layer" ${LAYER:+--layer "$LAYER"} --object-store-mb 4096 \
   >"$out/server.log" 2>&1 &
 server=$!
 trap 'kill -INT $server 2>/dev/null; wait $server; pkill -f "nvidia-smi dmon"' EXIT
@@ -52,11 +54,13 @@ snapshot() {  # LABEL: the app's series and each process's CPU seconds, for per-
     ps -eo pid,times,args --no-headers | cut -c1-160
   } >>"$out/metrics.txt"
 }
-for n in ${LEVELS:-128 200 256}; do
-  echo "== $n streams ($(date -u +%T))" | tee -a "$out/run.log"
+for level in ${LEVELS:-128 200 256}; do
+  n=${level%x*} runs=${REPEAT:-1}
+  [ "$n" = "$level" ] || runs=${level#*x}
+  echo "== $n streams, $runs run(s) ($(date -u +%T))" | tee -a "$out/run.log"
   snapshot "before $n"
   python3 scripts/capacity.py --url "$url" --manifest "$manifest" --limit 4 --streams "$n" \
-    --repeat "${REPEAT:-1}" --procs "${PROCS:-4}" --max-commit-p95 "$max_p95" --resolution 100000 \
+    --repeat "$runs" --procs "${PROCS:-4}" --max-commit-p95 "$max_p95" --resolution 100000 \
     --out "/tmp/capacity_$n" 2>&1 | grep -v Warning | tee -a "$out/run.log"
   snapshot "after $n"
   cp "/tmp/capacity_$n/capacity.json" "$out/capacity_$n.json"

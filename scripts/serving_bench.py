@@ -87,6 +87,17 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=4)
     parser.add_argument("--batch-s", type=float, default=0.03, help="stand-in: seconds per batch")
     parser.add_argument("--row-s", type=float, default=0.0005, help="stand-in: seconds per row")
+    parser.add_argument(
+        "--spin",
+        action="store_true",
+        help="stand-in: spin the CPU (holding the GIL, as a GPU engine's host work) instead of sleeping",
+    )
+    parser.add_argument(
+        "--decode-in",
+        choices=["auto", "thread", "loop"],
+        default="auto",
+        help="the ASR replica's BatchConfig.decode_in",
+    )
     parser.add_argument("--ingress-replicas", type=int, default=None, help="default: ray_config.yaml's")
     parser.add_argument("--port", type=int, default=8017)
     args = parser.parse_args()
@@ -100,7 +111,7 @@ def main() -> None:
         "autoscaling_config": None,
         "num_replicas": 1,
         "max_ongoing_requests": gpu["max_ongoing_requests"],
-        "user_config": gpu["user_config"],
+        "user_config": {**gpu["user_config"], "decode_in": args.decode_in},
     }
     overrides = {"ASRModel": asr}
     if args.ingress_replicas:
@@ -114,7 +125,7 @@ def main() -> None:
             # what one replica admits is not measured here: a level's streams start within a
             # second, past the default limits on sessions and connections awaiting their start
             args_override={"ingress": {"max_sessions": 512, "limits": {"max_pending": 512}}},
-            model=(FakeASR, (args.batch_s, args.row_s)),
+            model=(FakeASR, (args.batch_s, args.row_s, args.spin)),
         )
         asyncio.run(run_load(url, clips[:1], 1))  # warm-up: first imports and connections
         levels: dict[int, list[tuple[LoadReport, dict[str, float]]]] = {n: [] for n in args.streams}
@@ -126,12 +137,15 @@ def main() -> None:
                 after = cpu_by_role()
                 cores = {role: (after[role] - before[role]) / wall for role in after}
                 levels[n].append((report, cores))
+                asr = serve.get_deployment_handle("ASRModel", app_name="rayscribe")
+                batches = asr.stats.remote().result()["batches"]  # the replica's last 100
                 print(
                     f"{n} streams, run {run}: commit p95 {report.commit_p95_s:.2f} s, "
                     f"partial p95 {report.partial_p95_s:.2f} s, sustained {report.sustained}/{n}, "
                     f"errors {report.errors}; "
                     + ", ".join(f"{role} {c:.2f}" for role, c in cores.items())
-                    + f" cores; generator {sum(report.generator_cpu):.2f}",
+                    + f" cores; generator {sum(report.generator_cpu):.2f}; "
+                    f"batch mean {statistics.mean(batches or [0]):.1f} (last {len(batches)})",
                     flush=True,
                 )
     print(

@@ -29,15 +29,23 @@ APP = "rayscribe"
 
 
 class FakeEngine:
-    """``base_s + per_request_s * len(batch)`` of sleep per batch, then one word per second."""
+    """``base_s + per_request_s * len(batch)`` of sleep per batch, then one word per second.
+    ``spin``: that long in a Python loop instead, holding the GIL as a GPU engine's host work
+    (kernel launches, the token loop) does."""
 
     device = "fake"
 
-    def __init__(self, base_s: float, per_request_s: float) -> None:
-        self.base_s, self.per_request_s = base_s, per_request_s
+    def __init__(self, base_s: float, per_request_s: float, spin: bool = False) -> None:
+        self.base_s, self.per_request_s, self.spin = base_s, per_request_s, spin
 
     def transcribe(self, requests: list[DecodeRequest]) -> list[Hypothesis]:
-        time.sleep(self.base_s + self.per_request_s * len(requests))
+        cost = self.base_s + self.per_request_s * len(requests)
+        if self.spin:
+            deadline = time.perf_counter() + cost
+            while time.perf_counter() < deadline:
+                pass
+        else:
+            time.sleep(cost)
         return [self._words(r) for r in requests]
 
     @staticmethod
@@ -54,12 +62,13 @@ def expected_text(seconds: int) -> str:
 
 
 class FakeASRModel(ASRModel.func_or_class):  # type: ignore[name-defined,misc]
-    def __init__(self, base_s: float = 0.1, per_request_s: float = 0.15) -> None:
+    def __init__(self, base_s: float = 0.1, per_request_s: float = 0.15, spin: bool = False) -> None:
         self.cost = (base_s, per_request_s)
+        self.spin = spin
         super().__init__()
 
     def load_engine(self, config: EngineConfig) -> Any:
-        return FakeEngine(*self.cost)
+        return FakeEngine(*self.cost, spin=self.spin)
 
 
 FakeASR = serve.deployment(FakeASRModel)
