@@ -7,7 +7,8 @@
 # (scripts/capacity.py) over the first 4 clips of MANIFEST at real-time pace, one level at a
 # time until commit p95 passes MAX_P95.  Beside each level, in OUT_DIR: the app's Prometheus
 # series (batch size, queue wait, decode time) and every process's CPU seconds before and
-# after (metrics.txt), GPU utilisation each second (dmon.txt), the server's log (server.log).
+# after (metrics.txt), GPU utilisation each second (dmon.txt), the server's log (server.log);
+# at the end their table (summary.md, scripts/gpu_serve_summary.py).
 # What the local layer does not fit to this node, a layer written here adds: the engine's
 # MODEL_DIR, INGRESS Ingress replicas (each admits 64 sessions; ~0.01 cores per stream, README
 # stop 23), a larger object store (each decode's audio window passes through it).
@@ -33,15 +34,15 @@ applications:
 EOF
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; echo "cpus $(nproc)"; } \
   2>&1 | tee "$out/run.log"
-(nvidia-smi dmon -s u -d 1 >"$out/dmon.txt" 2>&1 &)
 python3 -m deployments.local serve --gpus "$gpus" --layer "$layer" ${LAYER:+--layer "$LAYER"} --object-store-mb 4096 \
   >"$out/server.log" 2>&1 &
 server=$!
-trap 'kill -INT $server 2>/dev/null; wait $server; pkill -f "nvidia-smi dmon"' EXIT
+trap 'kill -INT $server 2>/dev/null; wait $server' EXIT
 until grep -q "rayscribe is serving at" "$out/server.log"; do
   kill -0 $server 2>/dev/null || { echo "server exited"; tail -40 "$out/server.log"; exit 1; }
   sleep 1  # the server announces itself in its log; nothing else to wait on
 done
+python3 scripts/gpu_serve_summary.py "$out" | tee "$out/summary.md"
 url=$(grep -o "ws://[^ ]*" "$out/server.log" | head -1)
 metrics=$(grep -o "Prometheus metrics at [^ ]*" "$out/server.log" | awk '{print $4}')
 echo "serving at $url, metrics at $metrics ($(date -u +%T))" | tee -a "$out/run.log"
@@ -59,12 +60,17 @@ for level in ${LEVELS:-128 200 256}; do
   [ "$n" = "$level" ] || runs=${level#*x}
   echo "== $n streams, $runs run(s) ($(date -u +%T))" | tee -a "$out/run.log"
   snapshot "before $n"
+  echo "=== $n" >>"$out/dmon.txt"
+  nvidia-smi dmon -s u -d 1 >>"$out/dmon.txt" 2>&1 &
+  dmon=$!
   python3 scripts/capacity.py --url "$url" --manifest "$manifest" --limit 4 --streams "$n" \
     --repeat "$runs" --procs "${PROCS:-4}" --max-commit-p95 "$max_p95" --resolution 100000 \
     --out "/tmp/capacity_$n" 2>&1 | grep -v Warning | tee -a "$out/run.log"
   snapshot "after $n"
+  kill $dmon 2>/dev/null
   cp "/tmp/capacity_$n/capacity.json" "$out/capacity_$n.json"
   held=$(python3 -c "import json,sys;l=json.load(open(sys.argv[1]))['levels'][0];print(l['held'])" \
     "/tmp/capacity_$n/capacity.json" 2>/dev/null)
   [ "$held" = "True" ] || break
 done
+python3 scripts/gpu_serve_summary.py "$out" | tee "$out/summary.md"
