@@ -42,7 +42,6 @@ until grep -q "rayscribe is serving at" "$out/server.log"; do
   kill -0 $server 2>/dev/null || { echo "server exited"; tail -40 "$out/server.log"; exit 1; }
   sleep 1  # the server announces itself in its log; nothing else to wait on
 done
-python3 scripts/gpu_serve_summary.py "$out" | tee "$out/summary.md"
 url=$(grep -o "ws://[^ ]*" "$out/server.log" | head -1)
 metrics=$(grep -o "Prometheus metrics at [^ ]*" "$out/server.log" | awk '{print $4}')
 echo "serving at $url, metrics at $metrics ($(date -u +%T))" | tee -a "$out/run.log"

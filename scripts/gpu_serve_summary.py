@@ -1,7 +1,9 @@
 """The table of a ``scripts/gpu_serve.sh`` run: per level, the load tester's figures (median
-[min-max] of its runs), and from the snapshots around the level the ASR replicas' batches,
-queue wait and decode time (Prometheus histograms: their sums and counts), each role's CPU
-(``ps`` times) and the GPU's utilisation (``nvidia-smi dmon``).
+[min-max] of its runs), and from the snapshots around the level the ASR replicas' batches
+(requests decoded / batches run), queue wait and batch time (p50 / p95 as the Prometheus
+histogram's bucket bounds: Ray exports a histogram's ``_sum`` from its buckets, not exactly,
+so no means from it), each role's CPU (``ps`` times) and the GPU's utilisation (``nvidia-smi
+dmon``).
 
     python scripts/gpu_serve_summary.py OUT_DIR
 """
@@ -24,15 +26,15 @@ ROLES = (
     ("ray", "raylet|gcs_server|DashboardAgent|dashboard|ray/_private|ServeController|ray::IDLE"),
     ("redis", "redis-server"),
 )
-SERIES = ("batch_size", "queue_wait_seconds", "decode_seconds")
-SAMPLE = re.compile(r"^ray_rayscribe_(\w+?)_(sum|count)\{.*\} ([0-9.e+-]+)$")
+SAMPLE = re.compile(r"^ray_rayscribe_(\w+?)_(count|total|bucket)\{(.*)\} ([0-9.e+-]+)$")
+LE = re.compile(r'le="([^"]+)"')
 
 
 @dataclass
 class Snapshot:
     label: str
     at: float
-    sums: dict[str, float]  # "<series>_sum" / "<series>_count" over every replica
+    sums: dict[str, float]  # "<series>_count", "<series>_total", "<series>_bucket|<le>": all replicas
     cpu: dict[str, float]  # role -> CPU seconds of its processes
 
 
@@ -50,7 +52,8 @@ def read_snapshots(path: Path) -> list[Snapshot]:
         for line in series.splitlines():
             m = SAMPLE.match(line)
             if m:
-                sums[f"{m.group(1)}_{m.group(2)}"] += float(m.group(3))
+                le = LE.search(m.group(3)) if m.group(2) == "bucket" else None
+                sums[f"{m.group(1)}_{m.group(2)}" + (f"|{le.group(1)}" if le else "")] += float(m.group(4))
         cpu: dict[str, float] = defaultdict(float)
         for line in ps.splitlines():
             parts = line.split(None, 2)
@@ -80,6 +83,15 @@ def loaded(samples: list[int]) -> list[int]:
     return samples[busy[0] : busy[-1] + 1] if busy else []
 
 
+def quantile(d: dict[str, float], series: str, q: float) -> str:
+    """The bucket bound below which ``q`` of the level's observations fell."""
+    prefix = f"{series}_bucket|"
+    buckets = sorted((float(k[len(prefix) :]), v) for k, v in d.items() if k.startswith(prefix))
+    total = d.get(f"{series}_count", 0.0)
+    bound = next((le for le, v in buckets if total and v >= q * total), None)
+    return "-" if bound is None else f"{bound:g}"
+
+
 def spread(values: list[float], fmt: str = ".2f") -> str:
     med = statistics.median(values)
     one = f"{med:{fmt}}"
@@ -96,9 +108,9 @@ def main() -> None:
     util = gpu_util(out / "dmon.txt")
     print(
         "| streams | runs | sustained | partial p95 (s) | commit p50 / p95 (s) | WER | batch mean | "
-        "queue wait mean (s) | batch time mean (s) | GPU SM % median | "
+        "queue wait p50 / p95 (s) | batch time p50 / p95 (s) | GPU SM % median | "
         + " | ".join(r for r, _ in ROLES)
-        + " (cores) |"
+        + " (cores) | load generator (cores) |"
     )
     print("|---" * (11 + len(ROLES)) + "|")
     for before, after in zip(snaps[::2], snaps[1::2], strict=False):
@@ -106,7 +118,11 @@ def main() -> None:
         runs = json.loads((out / f"capacity_{n}.json").read_text())["levels"][0]["runs"]
         wall = after.at - before.at
         d = {k: after.sums.get(k, 0.0) - before.sums.get(k, 0.0) for k in after.sums}
-        means = [d.get(f"{s}_sum", 0.0) / max(1.0, d.get(f"{s}_count", 0.0)) for s in SERIES]
+        batch = d.get("decodes_total", 0.0) / max(1.0, d.get("batch_size_count", 0.0))
+        waits = [
+            f"{quantile(d, s, 0.5)} / {quantile(d, s, 0.95)}"
+            for s in ("queue_wait_seconds", "decode_seconds")
+        ]
         cores = [(after.cpu.get(r, 0.0) - before.cpu.get(r, 0.0)) / wall for r, _ in ROLES]
         samples = loaded(util.get(n, util.get(0, [])) if len(snaps) == 2 else util.get(n, []))
         sm = statistics.median(samples) if samples else float("nan")
@@ -114,7 +130,7 @@ def main() -> None:
             f"| {n} | {len(runs)} | {spread([r['sustained'] for r in runs], 'g')} "
             f"| {spread([r['partial_p95_s'] for r in runs])} "
             f"| {spread([r['commit_p50_s'] for r in runs])} / {spread([r['commit_p95_s'] for r in runs])} "
-            f"| {spread([r['wer'] for r in runs], '.3f')} | {means[0]:.1f} | {means[1]:.2f} | {means[2]:.3f} "
+            f"| {spread([r['wer'] for r in runs], '.3f')} | {batch:.1f} | {waits[0]} | {waits[1]} "
             f"| {sm:.0f} | "
             + " | ".join(f"{c:.2f}" for c in cores)
             # the generator's processes live only during a run: its own CPU, as it reports it
