@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import platform
 import re
@@ -98,6 +99,9 @@ def main() -> None:
         default="auto",
         help="the ASR replica's BatchConfig.decode_in",
     )
+    parser.add_argument(
+        "--policy", default="{}", help="JSON over the ingress's decode policy (e.g. the cadence)"
+    )
     parser.add_argument("--ingress-replicas", type=int, default=None, help="default: ray_config.yaml's")
     parser.add_argument("--port", type=int, default=8017)
     args = parser.parse_args()
@@ -124,7 +128,13 @@ def main() -> None:
             overrides=overrides,
             # what one replica admits is not measured here: a level's streams start within a
             # second, past the default limits on sessions and connections awaiting their start
-            args_override={"ingress": {"max_sessions": 512, "limits": {"max_pending": 512}}},
+            args_override={
+                "ingress": {
+                    "max_sessions": 512,
+                    "limits": {"max_pending": 512},
+                    "policy": json.loads(args.policy),
+                }
+            },
             model=(FakeASR, (args.batch_s, args.row_s, args.spin)),
         )
         asyncio.run(run_load(url, clips[:1], 1))  # warm-up: first imports and connections
@@ -137,8 +147,8 @@ def main() -> None:
                 after = cpu_by_role()
                 cores = {role: (after[role] - before[role]) / wall for role in after}
                 levels[n].append((report, cores))
-                asr = serve.get_deployment_handle("ASRModel", app_name="rayscribe")
-                batches = asr.stats.remote().result()["batches"]  # the replica's last 100
+                replica = serve.get_deployment_handle("ASRModel", app_name="rayscribe")
+                batches = replica.stats.remote().result()["batches"]  # the replica's last 100
                 print(
                     f"{n} streams, run {run}: commit p95 {report.commit_p95_s:.2f} s, "
                     f"partial p95 {report.partial_p95_s:.2f} s, sustained {report.sustained}/{n}, "
