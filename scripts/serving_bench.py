@@ -139,6 +139,7 @@ def main() -> None:
         )
         asyncio.run(run_load(url, clips[:1], 1))  # warm-up: first imports and connections
         levels: dict[int, list[tuple[LoadReport, dict[str, float]]]] = {n: [] for n in args.streams}
+        replica = serve.get_deployment_handle("ASRModel", app_name="rayscribe")
         for n in args.streams:
             for run in range(args.repeat):
                 before, t0 = cpu_by_role(), time.monotonic()
@@ -147,7 +148,6 @@ def main() -> None:
                 after = cpu_by_role()
                 cores = {role: (after[role] - before[role]) / wall for role in after}
                 levels[n].append((report, cores))
-                replica = serve.get_deployment_handle("ASRModel", app_name="rayscribe")
                 batches = replica.stats.remote().result()["batches"]  # the replica's last 100
                 print(
                     f"{n} streams, run {run}: commit p95 {report.commit_p95_s:.2f} s, "
