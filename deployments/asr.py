@@ -52,6 +52,7 @@ class ASRModel:
     def __init__(self, engine: dict[str, Any] | None = None) -> None:
         self.engine = self.load_engine(EngineConfig.model_validate(engine or {}))
         self.batches: list[int] = []  # recent batch sizes, for tests and stats
+        self.decoded = 0  # requests decoded since start (stats: decodes per stream-second)
         self.load = LoadWindow()  # what the autoscaling policy sees (deployments/autoscaling.py)
         self.fairness = RealTimeFirst()
         self.decode_in_loop = self.in_loop(BatchConfig())
@@ -96,6 +97,7 @@ class ASRModel:
         took = time.perf_counter() - started
         metrics.batch_done(len(requests), took)
         self.batches = [*self.batches[-99:], len(requests)]
+        self.decoded += len(requests)
         busy = self.load.stats(time.perf_counter())[BUSY]
         log.debug("decoded batch of %d in %.3f s, busy %.2f", len(requests), took, busy)
         return [dataclasses.replace(h, engine_busy=busy) for h in results]
@@ -118,4 +120,5 @@ class ASRModel:
             "decode_in": "loop" if self.decode_in_loop else "thread",
             "threads": torch.get_num_threads(),
             "batches": list(self.batches),
+            "decodes": self.decoded,
         }

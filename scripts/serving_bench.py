@@ -14,7 +14,8 @@ pending-start limits raised (admission is not what it measures).  Each level pla
 of the long-form clips (the load tester, in ``--procs`` processes) and reads every process's
 CPU seconds from /proc before and after (Linux), grouped by role.  Prints per level the cores
 each role used and each role's CPU milliseconds per second of one stream (a level that
-saturates the machine caps its cores: read the per-stream cost below it).
+saturates the machine caps its cores: read the per-stream cost below it).  Each run also
+prints the stand-in's batch mean and decodes per stream-second (the streams' decode cadence).
 """
 
 from __future__ import annotations
@@ -142,20 +143,24 @@ def main() -> None:
         replica = serve.get_deployment_handle("ASRModel", app_name="rayscribe")
         for n in args.streams:
             for run in range(args.repeat):
+                decoded = replica.stats.remote().result()["decodes"]
                 before, t0 = cpu_by_role(), time.monotonic()
                 report, _ = asyncio.run(run_load(url, clips, n, procs=args.procs))
                 wall = time.monotonic() - t0
                 after = cpu_by_role()
                 cores = {role: (after[role] - before[role]) / wall for role in after}
                 levels[n].append((report, cores))
-                batches = replica.stats.remote().result()["batches"]  # the replica's last 100
+                stats = replica.stats.remote().result()
+                batches = stats["batches"]  # the replica's last 100
+                cadence = (stats["decodes"] - decoded) / report.audio_s  # decodes per stream-second
                 print(
                     f"{n} streams, run {run}: commit p95 {report.commit_p95_s:.2f} s, "
                     f"partial p95 {report.partial_p95_s:.2f} s, sustained {report.sustained}/{n}, "
                     f"errors {report.errors}; "
                     + ", ".join(f"{role} {c:.2f}" for role, c in cores.items())
                     + f" cores; generator {sum(report.generator_cpu):.2f}; "
-                    f"batch mean {statistics.mean(batches or [0]):.1f} (last {len(batches)})",
+                    f"batch mean {statistics.mean(batches or [0]):.1f} (last {len(batches)}), "
+                    f"{cadence:.2f} decodes per stream-second",
                     flush=True,
                 )
     print(

@@ -48,5 +48,6 @@ def test_a_gil_holding_engine_on_the_loop_still_batches_across_streams(server_ur
         # ~0.7 s of sending, bound 11; a worker thread, 19: its spinning kept arrivals out)
         bound = int(sending_s / BATCH_S) + 2
         assert sum(stats["batches"]) == REQUESTS and len(stats["batches"]) <= bound, (stats["batches"], bound)
+        assert stats["decodes"] == REQUESTS  # the count the serving bench's cadence reads
     finally:
         serve.delete("spinning")
