@@ -80,14 +80,16 @@ def main() -> None:
         return
     variants = args.policy or ["{}"]
     p95: dict[tuple[str, str], list[float]] = defaultdict(list)
+    ray = str(Path(sys.executable).parent / "ray")  # each block's Ray is stopped before the next
     for b in range(args.blocks):
         for spec in variants:
             cmd = [sys.executable, __file__, "--block", spec, "--limit", str(args.limit)]
             cmd += ["--streams", str(args.streams), "--manifest", str(args.manifest)]
-            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-            ray = str(Path(sys.executable).parent / "ray")  # the block's Ray, stopped for the next
+            done = subprocess.run(cmd, capture_output=True, text=True, check=False)
             subprocess.run([ray, "stop", "--force"], capture_output=True, check=False)
-            for line in out.splitlines():
+            if done.returncode != 0:  # its log would otherwise be lost with the captured output
+                sys.exit(f"block {b} {spec} failed ({done.returncode}):\n{done.stderr[-4000:]}")
+            for line in done.stdout.splitlines():
                 if line.startswith("ROW "):
                     row = json.loads(line[4:])
                     p95[(spec, row["level"])].append(row["commit_p95_s"])
