@@ -17,7 +17,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
@@ -43,6 +43,19 @@ class BatchConfig(BaseModel):
     decode_in: Literal["auto", "thread", "loop"] = "auto"
 
 
+class Engine(Protocol):
+    """What the replica needs of a model (the Whisper engine; stand-ins in the tests)."""
+
+    device: Any
+
+    @property
+    def encoder_precision(self) -> str: ...
+
+    def observe_load(self, busy: float) -> None: ...
+
+    def transcribe(self, requests: list[DecodeRequest]) -> list[Hypothesis]: ...
+
+
 @serve.deployment(
     ray_actor_options={"num_cpus": 1, "num_gpus": 0},
     max_ongoing_requests=32,
@@ -53,11 +66,12 @@ class ASRModel:
         self.engine = self.load_engine(EngineConfig.model_validate(engine or {}))
         self.batches: list[int] = []  # recent batch sizes, for tests and stats
         self.decoded = 0  # requests decoded since start (stats: decodes per stream-second)
+        self.decoded_by: dict[str, int] = {}  # ...by the encoder's precision (under_load switches it)
         self.load = LoadWindow()  # what the autoscaling policy sees (deployments/autoscaling.py)
         self.fairness = RealTimeFirst()
         self.decode_in_loop = self.in_loop(BatchConfig())
 
-    def load_engine(self, config: EngineConfig) -> Any:
+    def load_engine(self, config: EngineConfig) -> Engine:
         """The model: ``transcribe(list[DecodeRequest]) -> list[Hypothesis]`` and ``device``
         (the cluster tier swaps in a stand-in here)."""
         from deployments.whisper.engine import WhisperEngine  # heavy: torch
@@ -86,6 +100,8 @@ class ASRModel:
         started = time.perf_counter()
         metrics.batch_started(requests)
         now = time.time()
+        self.engine.observe_load(self.load.stats(started)[BUSY])
+        precision = self.engine.encoder_precision
         self.load.batch_started(started, [now - r.issued_at for r in requests if r.issued_at > 0])
         try:
             if self.decode_in_loop:  # blocks the loop by design: requests queue in Ray meanwhile
@@ -95,9 +111,10 @@ class ASRModel:
         finally:
             self.load.batch_done(time.perf_counter())
         took = time.perf_counter() - started
-        metrics.batch_done(len(requests), took)
+        metrics.batch_done(len(requests), took, precision)
         self.batches = [*self.batches[-99:], len(requests)]
         self.decoded += len(requests)
+        self.decoded_by[precision] = self.decoded_by.get(precision, 0) + len(requests)
         busy = self.load.stats(time.perf_counter())[BUSY]
         log.debug("decoded batch of %d in %.3f s, busy %.2f", len(requests), took, busy)
         return [dataclasses.replace(h, engine_busy=busy) for h in results]
@@ -121,4 +138,5 @@ class ASRModel:
             "threads": torch.get_num_threads(),
             "batches": list(self.batches),
             "decodes": self.decoded,
+            "decodes_by_encoder": dict(self.decoded_by),
         }

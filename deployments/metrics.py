@@ -91,7 +91,12 @@ DEFINITIONS = (
         "ASR: from the ingress issuing a decode call to the start of the batch that runs it.",
         boundaries=QUEUE_BUCKETS_S,
     ),
-    MetricDef("rayscribe_decodes", "counter", "ASR replica: decode requests run."),
+    MetricDef(
+        "rayscribe_decodes",
+        "counter",
+        "ASR replica: decode requests run (encoder: float32 | bfloat16 | float16).",
+        ("encoder",),
+    ),
     MetricDef(
         "rayscribe_errors",
         "counter",
@@ -294,6 +299,6 @@ def batch_started(requests: Sequence[DecodeRequest]) -> None:
             _observe("rayscribe_queue_wait_seconds", now - r.issued_at)
 
 
-def batch_done(requests: int, seconds: float) -> None:
+def batch_done(requests: int, seconds: float, encoder: str) -> None:
     _observe("rayscribe_decode_seconds", seconds)
-    _inc("rayscribe_decodes", requests)
+    _inc("rayscribe_decodes", requests, {"encoder": encoder})

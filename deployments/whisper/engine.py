@@ -62,7 +62,11 @@ class WhisperEngine:
         self.quantized = self.config.quantize == "int8" and self.device.type == "cpu"
         if self.quantized:
             self.model = quantize_int8(self.model)
-        self.encoder_bf16 = self.device.type == "cpu" and _bf16_wanted(self.config.cpu_bf16_encoder)
+        mode = self.config.cpu_bf16_encoder
+        # whether this engine may run the bfloat16 encoder at all, and whether it does now
+        # ("under_load" starts in float32: observe_load switches it)
+        self.bf16_capable = self.device.type == "cpu" and _bf16_wanted(mode)
+        self.encoder_bf16 = self.bf16_capable and mode != "under_load"
         cfg = json.loads((folder / "config.json").read_text())
         self.tokenizer = WhisperTokenizer(folder / "tokenizer.json")
         heads = [(int(a), int(b)) for a, b in cfg["alignment_heads"]]
@@ -83,9 +87,28 @@ class WhisperEngine:
             self.device,
             self.dtype,
             ", int8" if self.quantized else "",
-            ", bfloat16 encoder" if self.encoder_bf16 else "",
+            _bf16_note(self.bf16_capable, self.config.cpu_bf16_encoder),
             ", CUDA graphs" if use_graphs else "",
         )
+
+    @property
+    def encoder_precision(self) -> str:
+        """What the next batch's encoder runs in (the ``encoder`` tag of the decode counter)."""
+        if self.encoder_bf16:
+            return "bfloat16"
+        return "float16" if self.dtype == torch.float16 else "float32"
+
+    def observe_load(self, busy: float) -> None:
+        """The replica's busy fraction (last 5 s) before a batch.  With ``cpu_bf16_encoder:
+        under_load`` it switches the bfloat16 encoder: on at ``bf16_busy_on``, off below
+        ``bf16_busy_off`` (the gap keeps a replica whose bfloat16 decodes made it less busy
+        from flipping back at once, and a stream's decodes from changing precision often)."""
+        if not self.bf16_capable or self.config.cpu_bf16_encoder != "under_load":
+            return
+        if busy >= self.config.bf16_busy_on:
+            self.encoder_bf16 = True
+        elif busy < self.config.bf16_busy_off:
+            self.encoder_bf16 = False
 
     def encoder_frames(self, n_frames: list[int], full: bool = False) -> int:
         """Mel frames the encoder sees for a batch whose rows have ``n_frames`` real frames:
@@ -181,7 +204,13 @@ def native_bf16(cpuinfo: str | None = None) -> bool:
 
 
 def _bf16_wanted(mode: str) -> bool:
-    return mode == "on" or (mode == "auto" and native_bf16())
+    return mode == "on" or (mode in ("auto", "under_load") and native_bf16())
+
+
+def _bf16_note(capable: bool, mode: str) -> str:
+    if not capable:
+        return ""
+    return ", bfloat16 encoder under load" if mode == "under_load" else ", bfloat16 encoder"
 
 
 def _ints(value: object) -> list[int]:

@@ -34,9 +34,13 @@ class FakeEngine:
     (kernel launches, the token loop) does."""
 
     device = "fake"
+    encoder_precision = "none"  # no model
 
     def __init__(self, base_s: float, per_request_s: float, spin: bool = False) -> None:
         self.base_s, self.per_request_s, self.spin = base_s, per_request_s, spin
+
+    def observe_load(self, busy: float) -> None:
+        """No precision to switch."""
 
     def transcribe(self, requests: list[DecodeRequest]) -> list[Hypothesis]:
         cost = self.base_s + self.per_request_s * len(requests)

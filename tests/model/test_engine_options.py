@@ -69,6 +69,35 @@ def test_bf16_encoder(evalset: Path) -> None:
     assert bf16_wer <= plain_wer + 0.01, (bf16_wer, plain_wer)
 
 
+def test_bf16_encoder_under_load_follows_the_replicas_busy_fraction(evalset: Path) -> None:
+    """``under_load`` starts in float32, runs the bfloat16 encoder (the ``on`` engine's output)
+    once the replica's busy fraction reaches ``bf16_busy_on``, keeps it while the load sits
+    between the two bounds and goes back to float32 (the ``off`` engine's output) below
+    ``bf16_busy_off``; where the CPU has no native bfloat16 it never switches."""
+    base = {"num_threads": 2, "quantize": "int8", "encode_pad_s": 2.0}
+    adaptive = WhisperEngine(EngineConfig(**base, cpu_bf16_encoder="under_load"))
+    plain = WhisperEngine(EngineConfig(**base))
+    bf16 = WhisperEngine(EngineConfig(**base, cpu_bf16_encoder="on"))
+    row = json.loads((evalset / "manifest.jsonl").read_text().splitlines()[0])
+    mel, frames = plain.features([read_wav(evalset / row["audio"]).samples])
+    reference = {
+        "float32": plain.encode(mel, frames, [False])[0],
+        "bfloat16": bf16.encode(mel, frames, [False])[0],
+    }
+    assert not torch.equal(reference["float32"], reference["bfloat16"])
+    native = native_bf16()
+    seen = []
+    for busy in (0.3, 0.79, 0.85, 0.6, 0.5, 0.49, 0.95):
+        adaptive.observe_load(busy)
+        seen.append(adaptive.encoder_precision)
+        assert torch.equal(adaptive.encode(mel, frames, [False])[0], reference[seen[-1]])
+    on, off = "bfloat16" if native else "float32", "float32"
+    assert seen == [off, off, on, on, on, off, on]
+    plain.observe_load(1.0)  # "off" and "on" do not follow the load
+    bf16.observe_load(0.0)
+    assert (plain.encoder_precision, bf16.encoder_precision) == ("float32", "bfloat16")
+
+
 def test_fitted_encoder_window() -> None:
     full = WhisperEngine(EngineConfig(num_threads=2))
     fitted = WhisperEngine(EngineConfig(num_threads=2, encode_pad_s=5.0, encode_bucket_s=5.0))

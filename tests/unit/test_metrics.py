@@ -138,12 +138,12 @@ def test_batch_records_size_decode_time_and_queue_wait(recorded: dict[str, Recor
     requests = [metrics.stamp(DecodeRequest(audio)), DecodeRequest(audio)]  # the second: unstamped
     assert requests[0].issued_at > 0 and requests[1].issued_at == 0
     metrics.batch_started(requests)
-    metrics.batch_done(len(requests), 0.25)
+    metrics.batch_done(len(requests), 0.25, "bfloat16")
     assert [v for v, _ in recorded["rayscribe_batch_size"].values] == [2]
     waits = [v for v, _ in recorded["rayscribe_queue_wait_seconds"].values]
     assert len(waits) == 1 and 0 <= waits[0] < 5
     assert recorded["rayscribe_decode_seconds"].values == [(0.25, {})]
-    assert recorded["rayscribe_decodes"].values == [(2, {})]
+    assert recorded["rayscribe_decodes"].values == [(2, {"encoder": "bfloat16"})]
 
 
 def test_real_instruments_are_made_once_per_process() -> None:
