@@ -72,8 +72,7 @@ class ASRModel:
         self.decode_in_loop = self.in_loop(BatchConfig())
 
     def load_engine(self, config: EngineConfig) -> Engine:
-        """The model: ``transcribe(list[DecodeRequest]) -> list[Hypothesis]`` and ``device``
-        (the cluster tier swaps in a stand-in here)."""
+        """The model (:class:`Engine`; the cluster tier swaps in a stand-in here)."""
         from deployments.whisper.engine import WhisperEngine  # heavy: torch
 
         return WhisperEngine(config)
