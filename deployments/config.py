@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class EngineConfig(BaseModel):
@@ -33,6 +33,14 @@ class EngineConfig(BaseModel):
     # batches of up to graph_max_batch rows (larger ones run the plain loop)
     cuda_graphs: bool = True
     graph_max_batch: int = Field(64, ge=1, le=1024)
+
+    @field_validator("cpu_bf16_encoder", mode="before")
+    @classmethod
+    def _yaml_bool(cls, value: object) -> object:
+        # YAML 1.1 reads an unquoted on / off as a boolean
+        if isinstance(value, bool):
+            return "on" if value else "off"
+        return value
 
     @model_validator(mode="after")
     def _hysteresis(self) -> EngineConfig:

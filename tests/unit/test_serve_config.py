@@ -267,3 +267,22 @@ def test_capacity_harness_takes_what_it_is_not_told_from_the_config_and_its_laye
     assert args.max_batch == 64 and harness.served_policy(args).max_buffer_s == 18.0
     with pytest.raises(ConfigError, match="no layer 'tpu'"):
         harness.parse_args([*manifest, "--layer", "tpu"])
+
+
+def test_bf16_encoder_reads_yaml_booleans_and_needs_a_gap_between_its_bounds(tmp_path: Path) -> None:
+    """An unquoted ``off`` / ``on`` in a layer is a YAML boolean: it means the same word, not a
+    type error; the under-load switch needs its off bound below its on bound."""
+    from pydantic import ValidationError
+
+    layer = tmp_path / "layer.yaml"
+    for word in ("off", "on"):
+        layer.write_text(
+            f"applications:\n  rayscribe:\n    args:\n      engine:\n        cpu_bf16_encoder: {word}\n"
+        )
+        engine = load_layer(layer)["applications"]["rayscribe"]["args"]["engine"]
+        assert isinstance(engine["cpu_bf16_encoder"], bool)
+        assert EngineConfig.model_validate(engine).cpu_bf16_encoder == word
+    with pytest.raises(ValidationError, match="cpu_bf16_encoder"):
+        EngineConfig.model_validate({"cpu_bf16_encoder": "sometimes"})
+    with pytest.raises(ValidationError, match="bf16_busy_off < bf16_busy_on"):
+        EngineConfig(cpu_bf16_encoder="under_load", bf16_busy_on=0.5, bf16_busy_off=0.5)
