@@ -65,8 +65,9 @@ class ASRModel:
     def __init__(self, engine: dict[str, Any] | None = None) -> None:
         self.engine = self.load_engine(EngineConfig.model_validate(engine or {}))
         self.batches: list[int] = []  # recent batch sizes, for tests and stats
-        self.decoded = 0  # requests decoded since start (stats: decodes per stream-second)
-        self.decoded_by: dict[str, int] = {}  # ...by the encoder's precision (under_load switches it)
+        # requests decoded since start, by the encoder's precision (under_load switches it);
+        # their sum is the stats' decodes (the serving bench's decodes per stream-second)
+        self.decoded_by: dict[str, int] = {}
         self.load = LoadWindow()  # what the autoscaling policy sees (deployments/autoscaling.py)
         self.fairness = RealTimeFirst()
         self.decode_in_loop = self.in_loop(BatchConfig())
@@ -112,7 +113,6 @@ class ASRModel:
         took = time.perf_counter() - started
         metrics.batch_done(len(requests), took, precision)
         self.batches = [*self.batches[-99:], len(requests)]
-        self.decoded += len(requests)
         self.decoded_by[precision] = self.decoded_by.get(precision, 0) + len(requests)
         busy = self.load.stats(time.perf_counter())[BUSY]
         log.debug("decoded batch of %d in %.3f s, busy %.2f", len(requests), took, busy)
@@ -136,6 +136,6 @@ class ASRModel:
             "decode_in": "loop" if self.decode_in_loop else "thread",
             "threads": torch.get_num_threads(),
             "batches": list(self.batches),
-            "decodes": self.decoded,
+            "decodes": sum(self.decoded_by.values()),
             "decodes_by_encoder": dict(self.decoded_by),
         }
