@@ -16,6 +16,7 @@
 # per level without xR), MAX_P95 (2.0), PROCS (4: load generator processes), INGRESS (6),
 # LAYER (a layer file over the rest, e.g. `user_config: {decode_in: thread}` for the ASR replicas),
 # GPUS (1; 0: CPU replicas, a dry run of this script).
+# A machine without Ray (the lent GPU image): scripts/gpu_pack.sh here, scripts/gpu_unpack.sh there.
 set -u
 model=$(realpath "$1") manifest=$(realpath "$2") out=$3
 mkdir -p "$out"
