@@ -71,6 +71,7 @@ class ASRModel:
         self.load = LoadWindow()  # what the autoscaling policy sees (deployments/autoscaling.py)
         self.fairness = RealTimeFirst()
         self.decode_in_loop = self.in_loop(BatchConfig())
+        self.calls = 0  # calls taken (a transcribe_many call is one, whatever its requests)
 
     def load_engine(self, config: EngineConfig) -> Engine:
         """The model (:class:`Engine`; the cluster tier swaps in a stand-in here)."""
@@ -91,6 +92,18 @@ class ASRModel:
 
     async def transcribe(self, request: DecodeRequest) -> Hypothesis:
         """One stream's decode, batched with others' (streams at real-time pace first)."""
+        self.calls += 1
+        return await self._decode(request)
+
+    async def transcribe_many(self, requests: list[DecodeRequest]) -> list[Hypothesis | BaseException]:
+        """Several streams' decodes in one call (deployments/gather.py): each joins the batch
+        as :meth:`transcribe`'s would; a stream's error is its own answer, not the call's."""
+        self.calls += 1
+        results = await asyncio.gather(*(self._decode(r) for r in requests), return_exceptions=True)
+        return list(results)
+
+    async def _decode(self, request: DecodeRequest) -> Hypothesis:
+        request.check()
         async with self.fairness.slot(request.ahead_s):
             result: Hypothesis = await self.transcribe_batch(request)
             return result
@@ -137,5 +150,6 @@ class ASRModel:
             "threads": torch.get_num_threads(),
             "batches": list(self.batches),
             "decodes": sum(self.decoded_by.values()),
+            "calls": self.calls,
             "decodes_by_encoder": dict(self.decoded_by),
         }

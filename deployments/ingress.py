@@ -26,6 +26,7 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 from deployments import deepgram, memory, metrics, web
 from deployments.archive import ArchiveConfig, ArchiveWriter
 from deployments.auth import ANONYMOUS, AuthConfig, KeyRing, Principal, accepted_subprotocol, check_origin
+from deployments.gather import DecodeGather
 from deployments.hooks import Hooks, HooksConfig
 from deployments.key_leases import KeyLeases
 from deployments.session import Deadlines, StreamSession, Transport
@@ -92,6 +93,9 @@ class IngressConfig(BaseModel):
     allowed_origins: list[str] = []
     # a failed decode (ASR replica died or restarting) is retried, with backoff, this long
     decode_retry_budget_s: float = Field(30.0, ge=0.0, le=600.0)
+    # > 0: the decodes this replica's streams ask for within this long of each other go to
+    # the ASR deployment in one call (deployments/gather.py); 0: one call per decode
+    decode_gather_s: float = Field(0.0, ge=0.0, le=0.1)
     store: StoreConfig = StoreConfig()
     # completed sessions' transcripts as a Parquet dataset (docs/archive.md); uri None: off
     archive: ArchiveConfig = ArchiveConfig()
@@ -166,6 +170,8 @@ class Ingress:
         self.key_leases = KeyLeases(self.store)  # the key's streams on every replica
         self.leases: dict[str, str] = {}  # connection id -> key id, refreshed by _renew_leases
         self._lease_renewal: asyncio.Task[None] | None = None
+        gather_s = self.config.decode_gather_s
+        self.gather = DecodeGather(self._transcribe_many, gather_s) if gather_s > 0 else None
 
     @property
     def active(self) -> int:
@@ -348,6 +354,10 @@ class Ingress:
         reply: object = await self.hook_handles[name].remote(utterance)
         return reply
 
+    async def _transcribe_many(self, requests: list[DecodeRequest]) -> list[Hypothesis | BaseException]:
+        results: list[Hypothesis | BaseException] = await self.asr.transcribe_many.remote(requests)
+        return results
+
     async def _decode(self, request: DecodeRequest) -> Hypothesis:
         """Decode on any ASR replica; a dead or restarting one delays the stream (retried with
         backoff within ``decode_retry_budget_s``) instead of ending it."""
@@ -355,7 +365,10 @@ class Ingress:
         delay, attempt = 0.1, 0
         while True:
             try:
-                result: Hypothesis = await self.asr.transcribe.remote(metrics.stamp(request))
+                stamped = metrics.stamp(request)
+                if self.gather is not None:
+                    return await self.gather.decode(stamped)
+                result: Hypothesis = await self.asr.transcribe.remote(stamped)
                 return result
             except _RETRYABLE as e:
                 attempt += 1

@@ -6,6 +6,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ingest.errors import ModelError
+
+MAX_WINDOW_SAMPLES = 30 * 16000  # Whisper's input: 30 s at 16 kHz
+
 
 @dataclass(frozen=True)
 class Word:
@@ -31,6 +35,12 @@ class DecodeRequest:
     issued_at: float = 0.0  # wall clock when the ingress sent it (metrics: queue wait); 0 unknown
     # how far the stream's audio ran ahead of real time when this was sent (deployments/fairness.py)
     ahead_s: float = 0.0
+
+    def check(self) -> None:
+        """Raise ModelError unless the window is one the model can decode (checked per request
+        before it joins a batch: one bad window must not fail the other streams' decodes)."""
+        if self.audio.ndim != 1 or len(self.audio) > MAX_WINDOW_SAMPLES:
+            raise ModelError(f"a decode window must be 1-D and at most 30 s, got {self.audio.shape}")
 
 
 @dataclass(frozen=True)

@@ -103,6 +103,12 @@ def main() -> None:
     parser.add_argument(
         "--policy", default="{}", help="JSON over the ingress's decode policy (e.g. the cadence)"
     )
+    parser.add_argument(
+        "--gather",
+        type=float,
+        default=None,
+        help="the ingress's decode_gather_s (default: ray_config.yaml's; 0: a call per decode)",
+    )
     parser.add_argument("--ingress-replicas", type=int, default=None, help="default: ray_config.yaml's")
     parser.add_argument("--port", type=int, default=8017)
     args = parser.parse_args()
@@ -135,6 +141,7 @@ def main() -> None:
                     "limits": {"max_pending": 512},
                     "policy": json.loads(args.policy),
                 }
+                | ({} if args.gather is None else {"decode_gather_s": args.gather})
             },
             model=(FakeASR, (args.batch_s, args.row_s, args.spin)),
         )
@@ -143,7 +150,8 @@ def main() -> None:
         replica = serve.get_deployment_handle("ASRModel", app_name="rayscribe")
         for n in args.streams:
             for run in range(args.repeat):
-                decoded = replica.stats.remote().result()["decodes"]
+                stats = replica.stats.remote().result()
+                decoded, called = stats["decodes"], stats["calls"]
                 before, t0 = cpu_by_role(), time.monotonic()
                 report, _ = asyncio.run(run_load(url, clips, n, procs=args.procs))
                 wall = time.monotonic() - t0
@@ -160,7 +168,8 @@ def main() -> None:
                     + ", ".join(f"{role} {c:.2f}" for role, c in cores.items())
                     + f" cores; generator {sum(report.generator_cpu):.2f}; "
                     f"batch mean {statistics.mean(batches or [0]):.1f} (last {len(batches)}), "
-                    f"{cadence:.2f} decodes per stream-second",
+                    f"{cadence:.2f} decodes per stream-second, "
+                    f"{(stats['decodes'] - decoded) / max(1, stats['calls'] - called):.2f} per call",
                     flush=True,
                 )
     print(

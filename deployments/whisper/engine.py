@@ -13,7 +13,7 @@ from deployments.config import EngineConfig
 from deployments.transcript import DecodeRequest, Hypothesis
 from deployments.whisper.ct2 import read_ct2_variables, to_state_dict
 from deployments.whisper.decode import DecodeOptions, GreedyDecoder
-from deployments.whisper.features import CHUNK_SAMPLES, FRAMES_PER_SECOND, N_FRAMES, log_mel_batch, pad_frames
+from deployments.whisper.features import FRAMES_PER_SECOND, N_FRAMES, log_mel_batch, pad_frames
 from deployments.whisper.graphs import StaticSteps
 from deployments.whisper.model import Dims, Whisper, quantize_int8
 from deployments.whisper.tokenizer import WhisperTokenizer
@@ -127,8 +127,7 @@ class WhisperEngine:
         if not requests:
             return []
         for r in requests:
-            if r.audio.ndim != 1 or len(r.audio) > CHUNK_SAMPLES:
-                raise ModelError(f"a decode window must be 1-D and at most 30 s, got {r.audio.shape}")
+            r.check()
         mel, frames = self.features([r.audio for r in requests])
         audio, valid = self.encode(mel, frames, [r.full_window for r in requests])
         return self.decoder.decode(

@@ -114,6 +114,16 @@ def test_batched_decode_equals_one_by_one(engine, evalset) -> None:  # type: ign
         np.testing.assert_allclose([w.start for w in b.words], [w.start for w in s.words], atol=0.021)
 
 
+def test_the_window_limit_checked_per_request_is_the_models_input(engine) -> None:  # type: ignore[no-untyped-def]
+    from deployments.transcript import MAX_WINDOW_SAMPLES
+    from deployments.whisper.features import CHUNK_SAMPLES
+    from ingest.errors import ModelError
+
+    assert MAX_WINDOW_SAMPLES == CHUNK_SAMPLES
+    with pytest.raises(ModelError, match="at most 30 s"):
+        engine.transcribe([DecodeRequest(np.zeros(CHUNK_SAMPLES + 1, dtype=np.float32))])
+
+
 def test_silence_gives_no_words(engine) -> None:  # type: ignore[no-untyped-def]
     hyp = engine.transcribe([DecodeRequest(np.zeros(16000 * 3, dtype=np.float32))])[0]
     assert hyp.words == []
