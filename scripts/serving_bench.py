@@ -9,7 +9,8 @@ redis-server, real WebSockets through Serve's proxy, real sessions, policy and s
 with one change: the ASRModel replica runs the cluster tier's stand-in engine
 (``tests/cluster/app.py``: sleep, not CPU; one word per second of audio) with a GPU-like batch
 time (``--batch-s`` + ``--row-s`` per row, batches as the gpu layer's: up to 128 rows, 20 ms
-wait), so what the cores do is the serving plane's work, and the ingress's session and
+wait; decodes gathered into calls as the gpu layer's ingress does: ``--gather``), so what the
+cores do is the serving plane's work, and the ingress's session and
 pending-start limits raised (admission is not what it measures).  Each level plays N real-time streams
 of the long-form clips (the load tester, in ``--procs`` processes) and reads every process's
 CPU seconds from /proc before and after (Linux), grouped by role.  Prints per level the cores
@@ -107,7 +108,7 @@ def main() -> None:
         "--gather",
         type=float,
         default=None,
-        help="the ingress's decode_gather_s (default: ray_config.yaml's; 0: a call per decode)",
+        help="the ingress's decode_gather_s (default: the gpu layer's; 0: a call per decode)",
     )
     parser.add_argument("--ingress-replicas", type=int, default=None, help="default: ray_config.yaml's")
     parser.add_argument("--port", type=int, default=8017)
@@ -116,7 +117,8 @@ def main() -> None:
     from tests.cluster.app import FakeASR
 
     clips = load_manifest(args.manifest, args.limit)
-    gpu = load_layer("gpu")["applications"]["rayscribe"]["deployments"]["ASRModel"]
+    gpu_app = load_layer("gpu")["applications"]["rayscribe"]
+    gpu, gpu_gather = gpu_app["deployments"]["ASRModel"], gpu_app["args"]["ingress"]["decode_gather_s"]
     asr = {
         "ray_actor_options": {"num_cpus": 0, "num_gpus": 0},
         "autoscaling_config": None,
@@ -141,7 +143,8 @@ def main() -> None:
                     "limits": {"max_pending": 512},
                     "policy": json.loads(args.policy),
                 }
-                | ({} if args.gather is None else {"decode_gather_s": args.gather})
+                # the GPU deployment's gathering, as its batching: what the stand-in stands for
+                | {"decode_gather_s": gpu_gather if args.gather is None else args.gather}
             },
             model=(FakeASR, (args.batch_s, args.row_s, args.spin)),
         )

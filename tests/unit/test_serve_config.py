@@ -152,6 +152,10 @@ def test_gpu_layer_puts_asr_on_gpus_and_keeps_placement() -> None:
     assert {k: v for k, v in policy.items() if k != "max_buffer_s"} == {
         k: v for k, v in base.items() if k != "max_buffer_s"
     }
+    # decodes share calls to the ASR replicas on GPUs only: on CPU a batch costs each row's
+    # decode time, and streams gathered into one wait for each other (README, stop 28)
+    base_ingress = load_serve_config(ROOT / "ray_config.yaml").applications[0].args["ingress"]
+    assert base_ingress["decode_gather_s"] == 0.0 < app.args["ingress"]["decode_gather_s"] <= 0.02
 
 
 @pytest.mark.parametrize(
