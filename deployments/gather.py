@@ -30,7 +30,7 @@ class DecodeGather:
         self._waiting: list[tuple[DecodeRequest, asyncio.Future[Hypothesis]]] = []
         self._timer: asyncio.TimerHandle | None = None
         self._calls: set[asyncio.Task[None]] = set()  # in flight (a task needs a reference)
-        self.calls = 0  # sent, for stats and tests
+        self.calls = 0  # calls sent and the requests in them (the tests read them)
         self.requests = 0
 
     async def decode(self, request: DecodeRequest) -> Hypothesis:
