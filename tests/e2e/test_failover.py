@@ -84,8 +84,13 @@ def check_against_baseline(results: list[StreamResult], base: list[StreamResult]
     assert wer(refs, [r.text for r in results]) <= wer(refs, [b.text for b in base]) + 0.03
 
 
-def test_asr_replica_killed_with_two_replicas(server_url: str, clips: Any, baseline: Any) -> None:
-    deploy(asr_replicas=2)
+@pytest.mark.parametrize("gather_s", [0.0, 0.05], ids=["a-call-per-decode", "gathered-calls"])
+def test_asr_replica_killed_with_two_replicas(
+    server_url: str, clips: Any, baseline: Any, gather_s: float
+) -> None:
+    # gathered: a call carrying several streams' decodes dies with the replica, and each of
+    # them is retried on its own (deployments/gather.py)
+    deploy(asr_replicas=2, ingress={"decode_gather_s": gather_s})
     try:
         before = replica_names("ASRModel")
         assert len(before) == 2
@@ -98,7 +103,7 @@ def test_asr_replica_killed_with_two_replicas(server_url: str, clips: Any, basel
         check_against_baseline(results, baseline, clips[1])
         assert before[0] not in replica_names("ASRModel")
     finally:
-        deploy(asr_replicas=1)
+        deploy(asr_replicas=1)  # and the tier's ingress settings
 
 
 def test_lone_asr_replica_killed_streams_wait_for_its_restart(
