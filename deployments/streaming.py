@@ -21,11 +21,10 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from deployments.transcript import DecodeRequest, Hypothesis, Word
+from deployments.transcript import MAX_WINDOW_SAMPLES, MODEL_WINDOW_S, DecodeRequest, Hypothesis, Word
 from deployments.vad import VadConfig, VoiceTracker
 from ingest.audio import TARGET_RATE as SAMPLE_RATE
 
-MODEL_WINDOW_S = 30.0  # the most audio one decode can see
 _NORM = re.compile(r"[^\w']+")
 
 
@@ -257,7 +256,7 @@ class LocalAgreement:
         self._prompted = bool(text)
         forced = "".join(w.text for w in self.committed[split:]) if self.config.force_committed else ""
         self._forced = bool(forced)
-        window = self.buffer[: int(MODEL_WINDOW_S * SAMPLE_RATE)].copy()
+        window = self.buffer[:MAX_WINDOW_SAMPLES].copy()
         self._window_end = self.buffer_offset + len(window) / SAMPLE_RATE
         # where the speech inside this window ends, as the VAD heard it when it was sent
         self._window_voice_end = min(self.voice.voice_end, self._window_end) if self.voice else 0.0

@@ -6,9 +6,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ingest.audio import TARGET_RATE
 from ingest.errors import ModelError
 
-MAX_WINDOW_SAMPLES = 30 * 16000  # Whisper's input: 30 s at 16 kHz
+MODEL_WINDOW_S = 30.0  # the most audio one decode can see (Whisper's input)
+MAX_WINDOW_SAMPLES = int(MODEL_WINDOW_S * TARGET_RATE)
 
 
 @dataclass(frozen=True)
