@@ -12,9 +12,9 @@ this process, sending ``--rate`` requests per second through a deployment handle
 new window as ``LocalAgreement.request`` makes it (a copy of the buffer).  Variants, alternated
 round by round, each a fresh deployment: 20 s windows as float32 (what the ingress sends) or
 int16 (half the bytes: a lever tried in stop 28), Serve's per-request access log on or off,
-and 1 s windows (what the bytes cost).  CPU from /proc (Linux) before and after each run: the
-caller's and the replica's milliseconds per request, and the round trip p50 / p95.  Prints
-median [min-max] over the rounds.
+and 1 s windows (what the bytes cost).  CPU before and after each run (this process's own, the
+replica's from /proc: Linux): the caller's and the replica's milliseconds per request, and
+the round trip p50 / p95.  Prints median [min-max] over the rounds.
 """
 
 from __future__ import annotations
@@ -38,12 +38,13 @@ sys.path.insert(0, str(ROOT))  # the stand-in lives in tests/ (Ray's workers get
 import ray  # noqa: E402
 from flood_bench import spread  # noqa: E402  (scripts/: the same median [min-max] cell)
 from ray import serve  # noqa: E402
+from serving_bench import cpu_by_role  # noqa: E402  (scripts/: the same /proc reader, by role)
 
 from cluster.serve_config import load_layer  # noqa: E402
 from deployments.transcript import DecodeRequest  # noqa: E402
 
-TICK = os.sysconf("SC_CLK_TCK")
 WINDOW_S = 20.0  # the CPU policy's max_buffer_s: a stream's usual window
+ASR_ROLE = "asr (stand-in)"  # serving_bench's role of the ASRModel replica processes
 
 
 @dataclass(frozen=True)
@@ -61,24 +62,6 @@ VARIANTS = (
     Variant("20 s int16 window, access log off", True, False),
     Variant("1 s float32 window, access log on", False, True, 1.0),
 )
-
-
-def cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process and its threads."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
-
-
-def replica_pid() -> int:
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmd = (entry / "cmdline").read_bytes().decode(errors="replace")
-            except OSError:
-                continue
-            if "ServeReplica:" in cmd and ":ASRModel" in cmd:
-                return int(entry.name)
-    raise RuntimeError("no ASRModel replica process found")
 
 
 def deploy(variant: Variant) -> serve.handle.DeploymentHandle:
@@ -135,10 +118,9 @@ def main() -> None:
             for variant in VARIANTS:
                 handle = deploy(variant)
                 asyncio.run(load(handle, variant, args.rate, 1.0))  # warm-up: imports, connections
-                pid = replica_pid()
-                me0, rep0 = cpu_s(os.getpid()), cpu_s(pid)
+                me0, rep0 = time.process_time(), cpu_by_role()[ASR_ROLE]
                 trips = asyncio.run(load(handle, variant, args.rate, args.seconds))
-                me, rep = cpu_s(os.getpid()) - me0, cpu_s(pid) - rep0
+                me, rep = time.process_time() - me0, cpu_by_role()[ASR_ROLE] - rep0
                 n = len(trips)
                 q = statistics.quantiles(trips, n=20)
                 row = (1e3 * me / n, 1e3 * rep / n, 1e3 * statistics.median(trips), 1e3 * q[18])
