@@ -355,6 +355,7 @@ class Ingress:
         return reply
 
     async def _transcribe_many(self, requests: list[DecodeRequest]) -> list[Hypothesis | BaseException]:
+        metrics.decode_call()
         results: list[Hypothesis | BaseException] = await self.asr.transcribe_many.remote(requests)
         return results
 
@@ -368,6 +369,7 @@ class Ingress:
                 stamped = metrics.stamp(request)
                 if self.gather is not None:
                     return await self.gather.decode(stamped)
+                metrics.decode_call()
                 result: Hypothesis = await self.asr.transcribe.remote(stamped)
                 return result
             except _RETRYABLE as e:

@@ -98,6 +98,12 @@ DEFINITIONS = (
         ("encoder",),
     ),
     MetricDef(
+        "rayscribe_decode_calls",
+        "counter",
+        "Ingress: calls to the ASR deployment (a decode each, or the decodes gathered within "
+        "ingress.decode_gather_s); decodes per call = rayscribe_decodes over this.",
+    ),
+    MetricDef(
         "rayscribe_errors",
         "counter",
         "Streams ended by a typed error (code: the error code; close_code: the WebSocket close code).",
@@ -177,6 +183,11 @@ def count_archive(outcome: str) -> None:
     """A session archive write: written, retried (an attempt failed), failed (given up after
     the last retry) or dropped (the queue was full)."""
     _inc("rayscribe_archive_writes", tags={"outcome": outcome})
+
+
+def decode_call() -> None:
+    """The ingress sent one call to the ASR deployment (one decode, or a gathered few)."""
+    _inc("rayscribe_decode_calls")
 
 
 def stamp(request: DecodeRequest) -> DecodeRequest:

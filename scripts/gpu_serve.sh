@@ -50,7 +50,7 @@ snapshot() {  # LABEL: the app's series and each process's CPU seconds, for per-
   {
     echo "=== $1 $(date -u +%s.%N)"
     python3 -c "import sys,urllib.request;print(urllib.request.urlopen(sys.argv[1]).read().decode())" "$metrics" \
-      | grep -E "^ray_rayscribe_(batch_size|queue_wait_seconds|decode_seconds|decodes|commit_lag_seconds)"
+      | grep -E "^ray_rayscribe_(batch_size|queue_wait_seconds|decode_seconds|decodes|decode_calls|commit_lag_seconds)"
     echo "--- ps"
     ps -eo pid,times,args --no-headers | cut -c1-160
   } >>"$out/metrics.txt"

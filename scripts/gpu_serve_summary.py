@@ -1,6 +1,7 @@
 """The table of a ``scripts/gpu_serve.sh`` run: per level, the load tester's figures (median
 [min-max] of its runs), and from the snapshots around the level the ASR replicas' batches
-(requests decoded / batches run), queue wait and batch time (p50 / p95 as the Prometheus
+(requests decoded / batches run) and decodes per call from the ingress (gathered within
+``ingress.decode_gather_s``), queue wait and batch time (p50 / p95 as the Prometheus
 histogram's bucket bounds: Ray exports a histogram's ``_sum`` from its buckets, not exactly,
 so no means from it), each role's CPU (``ps`` times) and the GPU's utilisation (``nvidia-smi
 dmon``).
@@ -108,17 +109,20 @@ def main() -> None:
     util = gpu_util(out / "dmon.txt")
     print(
         "| streams | runs | sustained | partial p95 (s) | commit p50 / p95 (s) | WER | batch mean | "
+        "decodes per call | "
         "queue wait p50 / p95 (s) | batch time p50 / p95 (s) | GPU SM % median | "
         + " | ".join(r for r, _ in ROLES)
         + " (cores) | load generator (cores) |"
     )
-    print("|---" * (11 + len(ROLES)) + "|")
+    print("|---" * (12 + len(ROLES)) + "|")
     for before, after in zip(snaps[::2], snaps[1::2], strict=False):
         n = int(before.label.split()[-1])
         runs = json.loads((out / f"capacity_{n}.json").read_text())["levels"][0]["runs"]
         wall = after.at - before.at
         d = {k: after.sums.get(k, 0.0) - before.sums.get(k, 0.0) for k in after.sums}
         batch = d.get("decodes_total", 0.0) / max(1.0, d.get("batch_size_count", 0.0))
+        calls = d.get("decode_calls_total", 0.0)  # (a run before the counter existed: "-")
+        per_call = f"{d.get('decodes_total', 0.0) / calls:.1f}" if calls else "-"
         waits = [
             f"{quantile(d, s, 0.5)} / {quantile(d, s, 0.95)}"
             for s in ("queue_wait_seconds", "decode_seconds")
@@ -130,7 +134,8 @@ def main() -> None:
             f"| {n} | {len(runs)} | {spread([r['sustained'] for r in runs], 'g')} "
             f"| {spread([r['partial_p95_s'] for r in runs])} "
             f"| {spread([r['commit_p50_s'] for r in runs])} / {spread([r['commit_p95_s'] for r in runs])} "
-            f"| {spread([r['wer'] for r in runs], '.3f')} | {batch:.1f} | {waits[0]} | {waits[1]} "
+            f"| {spread([r['wer'] for r in runs], '.3f')} | {batch:.1f} | {per_call} "
+            f"| {waits[0]} | {waits[1]} "
             f"| {sm:.0f} | "
             + " | ".join(f"{c:.2f}" for c in cores)
             # the generator's processes live only during a run: its own CPU, as it reports it

@@ -94,6 +94,7 @@ def test_metrics_move_with_a_live_stream_and_an_error(server_url: str) -> None:
         "decode seconds": delta("ray_rayscribe_decode_seconds_sum"),
         "queue waits": delta("ray_rayscribe_queue_wait_seconds_count"),
         "decodes": delta("ray_rayscribe_decodes_total", encoder="float32"),  # cpu_bf16_encoder off
+        "decode calls": delta("ray_rayscribe_decode_calls_total"),
         "new sessions": delta("ray_rayscribe_sessions_started_total", kind="new"),
         "completed": delta("ray_rayscribe_sessions_ended_total", outcome="completed"),
         "protocol errors": delta("ray_rayscribe_errors_total", code="protocol_error", close_code="1002"),
@@ -106,6 +107,11 @@ def test_metrics_move_with_a_live_stream_and_an_error(server_url: str) -> None:
     after = wait_for(lambda: scrape(url), lambda s: not moved(s))
     # the stream has ended: the gauge came back down
     wait_for(lambda: scrape(url), lambda s: active(s) <= open_streams - 1)
+
+    # the tier's app sends each decode in its own call (ingress.decode_gather_s 0): the
+    # ingress's call counter settles at the ASR replica's decode counter
+    decodes = delta("ray_rayscribe_decodes_total")
+    wait_for(lambda: scrape(url), lambda s: checks["decode calls"](s) == decodes(s))
 
     # Serve's own series that the dashboard shows are there too
     assert set(SERVE_BUILTINS) <= set(after), set(SERVE_BUILTINS) - set(after)
