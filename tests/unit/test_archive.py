@@ -297,22 +297,34 @@ def assert_archive_equals(root: Path, session_id: str, finals: list[m.Final], ke
     assert len(list(root.rglob(f"{session_id}-*.parquet"))) == 1
 
 
+class FinalWatch(ScriptedSocket):
+    """A scripted client that says when the server sent it a final."""
+
+    def __init__(self, incoming: list[str | bytes]) -> None:
+        super().__init__(incoming)
+        self.got_final = asyncio.Event()
+
+    async def send_text(self, text: str) -> None:
+        await super().send_text(text)
+        if self.sent[-1]["type"] == "final":
+            self.got_final.set()
+
+
 @pytest.mark.parametrize("ending", ["close", "disconnect"])
 def test_a_v1_session_is_archived_when_its_connection_ends(tmp_path: Path, ending: str) -> None:
     """v1 cannot be resumed: a close and a client gone mid-stream both complete it."""
     tail = ['{"type": "close"}'] if ending == "close" else []
 
-    async def main() -> ScriptedSocket:
+    async def main() -> FinalWatch:
         w = writer(tmp_path)
-        sock = ScriptedSocket([START, *audio_frames(4.0), *tail])
+        sock = FinalWatch([START, *audio_frames(4.0), *tail])
         session = StreamSession(
             "v1-" + ending, sock, counting_decoder, POLICY, Limits(), None, None, "team-a", w
         )
         task = asyncio.create_task(session.run())
         if ending == "disconnect":
             await asyncio.wait_for(sock.drained.wait(), WAIT_S)
-            while not session.finals:  # the decodes of what was sent
-                await asyncio.sleep(0.01)
+            await asyncio.wait_for(sock.got_final.wait(), WAIT_S)  # a decode of what was sent
             sock.gone.set()
         await asyncio.wait_for(task, WAIT_S)
         await asyncio.wait_for(w.join(), 10)
