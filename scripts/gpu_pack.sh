@@ -16,6 +16,8 @@
 #   1. carry [".gpu/p1"]: mkdir -p /tmp/stage && cp .gpu/p1/* /tmp/stage/
 #   2. carry [".gpu/p2"]: cp .gpu/p2/* /tmp/stage/ && source scripts/gpu_unpack.sh /tmp/stage /tmp/pack
 #      && LEVELS="200x3 256" scripts/gpu_serve.sh /tmp/pack/m /tmp/pack/clips/manifest_longform.jsonl $OUT
+#   (or, for the shipped config beside one layer over it in the same call, `scripts/gpu_ab.sh`
+#   with the same three arguments: by default the gpu layer's gathered decodes, then not)
 # Keep OUT_DIR out of git (`echo /.gpu/ >> .git/info/exclude`): a carried path must be ignored.
 set -euo pipefail
 image_pkgs=$1 out=${2:-.gpu}

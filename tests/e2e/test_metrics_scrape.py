@@ -108,11 +108,6 @@ def test_metrics_move_with_a_live_stream_and_an_error(server_url: str) -> None:
     # the stream has ended: the gauge came back down
     wait_for(lambda: scrape(url), lambda s: active(s) <= open_streams - 1)
 
-    # the tier's app sends each decode in its own call (ingress.decode_gather_s 0): the
-    # ingress's call counter settles at the ASR replica's decode counter
-    decodes = delta("ray_rayscribe_decodes_total")
-    wait_for(lambda: scrape(url), lambda s: checks["decode calls"](s) == decodes(s))
-
     # Serve's own series that the dashboard shows are there too
     assert set(SERVE_BUILTINS) <= set(after), set(SERVE_BUILTINS) - set(after)
 
