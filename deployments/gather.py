@@ -30,8 +30,6 @@ class DecodeGather:
         self._waiting: list[tuple[DecodeRequest, asyncio.Future[Hypothesis]]] = []
         self._timer: asyncio.TimerHandle | None = None
         self._calls: set[asyncio.Task[None]] = set()  # in flight (a task needs a reference)
-        self.calls = 0  # calls sent and the requests in them (the tests read them)
-        self.requests = 0
 
     async def decode(self, request: DecodeRequest) -> Hypothesis:
         loop = asyncio.get_running_loop()
@@ -50,8 +48,6 @@ class DecodeGather:
         group, self._waiting = self._waiting, []
         if not group:
             return
-        self.calls += 1
-        self.requests += len(group)
         task = asyncio.get_running_loop().create_task(self._call(group))
         self._calls.add(task)
         task.add_done_callback(self._calls.discard)

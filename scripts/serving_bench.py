@@ -163,7 +163,8 @@ def main() -> None:
                 levels[n].append((report, cores))
                 stats = replica.stats.remote().result()
                 batches = stats["batches"]  # the replica's last 100
-                cadence = (stats["decodes"] - decoded) / report.audio_s  # decodes per stream-second
+                decodes = stats["decodes"] - decoded
+                cadence = decodes / report.audio_s  # decodes per stream-second
                 print(
                     f"{n} streams, run {run}: commit p95 {report.commit_p95_s:.2f} s, "
                     f"partial p95 {report.partial_p95_s:.2f} s, sustained {report.sustained}/{n}, "
@@ -172,7 +173,7 @@ def main() -> None:
                     + f" cores; generator {sum(report.generator_cpu):.2f}; "
                     f"batch mean {statistics.mean(batches or [0]):.1f} (last {len(batches)}), "
                     f"{cadence:.2f} decodes per stream-second, "
-                    f"{(stats['decodes'] - decoded) / max(1, stats['calls'] - called):.2f} per call",
+                    f"{decodes / max(1, stats['calls'] - called):.2f} per call",
                     flush=True,
                 )
     print(

@@ -43,17 +43,17 @@ class ScriptedASR:
 
 
 def test_requests_within_the_window_share_one_call_and_get_their_own_answers() -> None:
-    async def run() -> tuple[list[Hypothesis], ScriptedASR, DecodeGather]:
+    async def run() -> tuple[list[Hypothesis], ScriptedASR]:
         asr = ScriptedASR()
         gather = DecodeGather(asr.send, window_s=0.05)
         first = await asyncio.gather(*(gather.decode(request(i)) for i in range(5)))
         later = await gather.decode(request(9))  # after the first call went: a call of its own
-        return [*first, later], asr, gather
+        return [*first, later], asr
 
-    answers, asr, gather = asyncio.run(run())
+    answers, asr = asyncio.run(run())
     assert [h.text for h in answers] == ["w0", "w1", "w2", "w3", "w4", "w9"]
     assert asr.calls == [[0.0, 1.0, 2.0, 3.0, 4.0], [9.0]]
-    assert (gather.calls, gather.requests) == (2, 6)
+    assert (len(asr.calls), sum(map(len, asr.calls))) == (2, 6)
 
 
 def test_a_full_call_goes_without_waiting_for_the_window() -> None:
